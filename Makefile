@@ -1,0 +1,33 @@
+# sockmap-lab. `make lab-test` runs the lab on the default kernel; `make test` runs the lab's tests.
+# Both install what they need first (`make deps`, Debian, idempotent).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+KERNEL ?= debian-6.12
+LAB := target/debug/lab
+# pip puts vng next to the interpreter's scripts, which is not always on PATH.
+export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
+
+.PHONY: all deps build lab-test test list clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(CARGO) build -p sockmap-lab
+
+# The main job. Until the redirect-path suite lands this is a boot smoke test of the default kernel:
+# build (or reuse) it, boot it, and check the guest has what the suite needs.
+lab-test: deps build
+	$(LAB) run $(KERNEL) -- sh -c 'test -e /sys/kernel/btf/vmlinux && echo "guest ok: $$(uname -r), BTF present"'
+
+test: deps
+	$(CARGO) test
+
+list: build
+	$(LAB) list
+
+clean:
+	$(CARGO) clean

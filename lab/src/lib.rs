@@ -1,0 +1,15 @@
+//! sockmap-lab: build a kernel from a definition, boot it under virtme-ng, run things in it.
+//!
+//! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
+//! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG).
+
+pub mod accel;
+pub mod build;
+pub mod cache;
+pub mod definition;
+pub mod kconfig;
+pub mod patches;
+pub mod process;
+pub mod progress;
+pub mod source;
+pub mod vm;

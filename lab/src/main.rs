@@ -1,0 +1,206 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use lab::build::{self, BuildOptions};
+use lab::cache::Cache;
+use lab::definition::KernelsDir;
+use lab::vm::{self, Outcome, VmConfig};
+use lab::{accel, process};
+
+/// Exit codes for guest trouble, distinct from the lab's own errors (2) so scripts can tell them apart.
+const EXIT_LAB_ERROR: u8 = 2;
+const EXIT_PANIC: u8 = 121;
+const EXIT_OOPS: u8 = 122;
+const EXIT_VM_FAILED: u8 = 123;
+const EXIT_HUNG: u8 = 124;
+
+#[derive(Parser)]
+#[command(name = "lab", version, about = "Build kernels, boot them under virtme-ng, and run the sockmap suite in them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a kernel definition (or find it in the cache).
+    Build {
+        kernel: String,
+        /// Rebuild even if the cache has it.
+        #[arg(long)]
+        force: bool,
+        /// Parallel make jobs (default: cores + 1).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+    /// Boot a kernel and run a command in it; the command's exit code becomes lab's.
+    Run {
+        kernel: String,
+        /// Give up on the guest after this many seconds and report a hang.
+        #[arg(long, default_value_t = 300, env = "LAB_TIMEOUT")]
+        timeout: u64,
+        #[arg(long, default_value = "2G")]
+        memory: String,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Show the kernel console live (it is always kept in a log).
+        #[arg(long)]
+        console: bool,
+        /// A host directory the guest may write to (repeatable).
+        #[arg(long)]
+        rwdir: Vec<PathBuf>,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// List kernel definitions and what the cache holds.
+    List,
+    /// Remove cache entries and build trees (of one kernel, or all).
+    Clean { kernel: Option<String> },
+    /// Show whether guests run under KVM or TCG here, and why.
+    Accel {
+        /// Kernel to probe with.
+        #[arg(default_value = "debian-6.12")]
+        kernel: String,
+        /// Ignore the cached answer and probe again.
+        #[arg(long)]
+        reprobe: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    process::install_interrupt_handler();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_LAB_ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let kernels = KernelsDir::locate();
+    let cache = Cache::open_default()?;
+    match cli.command {
+        Command::Build { kernel, force, jobs } => {
+            let def = kernels.load(&kernel)?;
+            let mut opts = BuildOptions { force, ..Default::default() };
+            if let Some(j) = jobs {
+                opts.jobs = j;
+            }
+            let built = build::build(&def, &kernels, &cache, &opts)?;
+            let m = &built.entry.manifest;
+            println!(
+                "{} {} ({}): {}",
+                def.name,
+                m.release,
+                if built.cached { "cached, nothing compiled" } else { "built" },
+                built.entry.kernel_image().display()
+            );
+            Ok(0)
+        }
+        Command::Run { kernel, timeout, memory, cpus, console, rwdir, command } => {
+            let def = kernels.load(&kernel)?;
+            let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
+            let kimg = built.entry.kernel_image();
+            let decision = accel::choose(&cache, &kimg, false)?;
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+            let cfg = VmConfig {
+                accel: decision.accel,
+                memory,
+                cpus,
+                timeout: Duration::from_secs(timeout),
+                show_console: console,
+                rwdirs: rwdir,
+                cwd: None,
+                console_log: cache.path("logs").join(format!("console-{}-{stamp}.log", def.name)),
+            };
+            let run = vm::run(&kimg, &command, &cfg, |bytes| {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+            })?;
+            report(&def.name, &run, &cfg)
+        }
+        Command::List => {
+            let entries = cache.entries();
+            println!("{:<22} {:<14} {:<8} {}", "KERNEL", "SOURCE", "MATRIX", "CACHED");
+            for def in kernels.load_all()? {
+                match def {
+                    Ok(def) => {
+                        let cached: Vec<String> = entries
+                            .iter()
+                            .filter(|e| e.manifest.definition == def.name)
+                            .map(|e| format!("{} [{}]", e.manifest.release, &e.manifest.key[..8]))
+                            .collect();
+                        let kind = match &def.source {
+                            lab::definition::Source::DebianSource { .. } => "debian-source",
+                            lab::definition::Source::Git { .. } => "git",
+                            lab::definition::Source::TarballPath { .. } | lab::definition::Source::TarballUrl { .. } => "tarball",
+                            lab::definition::Source::DebianImage { .. } => "debian-image",
+                        };
+                        println!(
+                            "{:<22} {:<14} {:<8} {}",
+                            def.name,
+                            kind,
+                            if def.matrix { "yes" } else { "" },
+                            if cached.is_empty() { "-".to_string() } else { cached.join(", ") }
+                        );
+                    }
+                    Err(e) => println!("{e}"),
+                }
+            }
+            println!("cache: {}", cache.root.display());
+            Ok(0)
+        }
+        Command::Clean { kernel } => {
+            if let Some(k) = &kernel {
+                kernels.load(k)?;
+            }
+            let n = cache.clean(kernel.as_deref())?;
+            println!("removed {n} cache entr{}", if n == 1 { "y" } else { "ies" });
+            Ok(0)
+        }
+        Command::Accel { kernel, reprobe } => {
+            let def = kernels.load(&kernel)?;
+            let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
+            let d = accel::choose(&cache, &built.entry.kernel_image(), reprobe).context("choosing the accelerator")?;
+            println!("{}: {}", d.accel.as_str(), d.reason);
+            Ok(0)
+        }
+    }
+}
+
+/// Turn a guest run into lab's exit code, explaining anything that is not a plain exit.
+fn report(kernel: &str, run: &vm::GuestRun, cfg: &VmConfig) -> anyhow::Result<u8> {
+    let console = || format!("--- kernel console (last 40 lines; full log {}) ---\n{}", cfg.console_log.display(), run.console_tail(40));
+    Ok(match &run.outcome {
+        Outcome::Exited { code } => (*code).clamp(0, 255) as u8,
+        Outcome::Panicked { line } => {
+            eprintln!("error: the {kernel} guest kernel panicked: {line}\n{}", console());
+            EXIT_PANIC
+        }
+        Outcome::Oopsed { line, code } => {
+            eprintln!("error: the {kernel} guest kernel oopsed (the command exited {code}): {line}\n{}", console());
+            EXIT_OOPS
+        }
+        Outcome::Hung { after_secs, hint } => {
+            eprintln!(
+                "error: the {kernel} guest hung: no exit within {after_secs}s ({}); the VM was killed\n{}",
+                hint.as_deref().unwrap_or("no lockup report on the console"),
+                console()
+            );
+            EXIT_HUNG
+        }
+        Outcome::VmFailed { code } => {
+            eprintln!("error: the {kernel} VM failed before the command started (vng exited {code}; {} accel)\n{}", cfg.accel.as_str(), console());
+            EXIT_VM_FAILED
+        }
+    })
+}

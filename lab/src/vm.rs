@@ -1,0 +1,264 @@
+//! Guest runs: boot a kernel with virtme-ng, run one command, and say what happened.
+//!
+//! vng is started in a process group of its own; whatever the outcome (exit, panic, hang, Ctrl-C)
+//! the group is killed before `run` returns, so no QEMU outlives the lab. The kernel console (vng
+//! `--verbose` sends it to stderr) is kept in a log and read for panics and oopses.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::process;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub accel: Accel,
+    pub memory: String,
+    pub cpus: u32,
+    pub timeout: Duration,
+    /// Echo the kernel console live (it is always logged).
+    pub show_console: bool,
+    /// Host directories the guest may write to (vng mounts the rest of the host read-only).
+    pub rwdirs: Vec<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    /// Where the console log goes.
+    pub console_log: PathBuf,
+}
+
+/// How a guest run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The command ran and exited with this code; the kernel stayed healthy.
+    Exited { code: i32 },
+    /// The kernel panicked (QEMU exits on panic: vng passes `panic=-1` and `-no-reboot`).
+    Panicked { line: String },
+    /// The kernel oopsed or hit a BUG but kept going; `code` is what the command returned.
+    Oopsed { line: String, code: i32 },
+    /// Nothing ended the run before the timeout; the VM was killed.
+    Hung { after_secs: u64, hint: Option<String> },
+    /// vng or QEMU failed before the guest ran anything.
+    VmFailed { code: i32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestRun {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub console: String,
+    pub wall: Duration,
+}
+
+impl GuestRun {
+    pub fn console_tail(&self, n: usize) -> String {
+        process::tail(&self.console, n)
+    }
+}
+
+/// Lines that mean the kernel is in trouble, most severe first.
+fn first_line_with(console: &str, needles: &[&str]) -> Option<String> {
+    console.lines().find(|l| needles.iter().any(|n| l.contains(n))).map(|l| l.trim().to_string())
+}
+
+/// Decide the outcome from the exit status and the console.
+pub fn classify(code: Option<i32>, timed_out: bool, timeout: Duration, console: &str, command_started: bool) -> Outcome {
+    if let Some(line) = first_line_with(console, &["Kernel panic - not syncing"]) {
+        return Outcome::Panicked { line };
+    }
+    if timed_out {
+        let hint = first_line_with(console, &["soft lockup", "hung_task", "blocked for more than", "rcu_sched self-detected stall", "RCU stall"]);
+        return Outcome::Hung { after_secs: timeout.as_secs(), hint };
+    }
+    let code = code.unwrap_or(-1);
+    if let Some(line) = first_line_with(console, &["Oops:", "BUG:", "general protection fault", "kernel BUG at"]) {
+        return Outcome::Oopsed { line, code };
+    }
+    if !command_started && code != 0 {
+        return Outcome::VmFailed { code };
+    }
+    Outcome::Exited { code }
+}
+
+/// Build the vng command line.
+pub fn vng_command(kimg: &Path, script: &str, cfg: &VmConfig) -> Command {
+    let mut cmd = Command::new("vng");
+    cmd.arg("--run").arg(kimg);
+    cmd.args(["--memory", &cfg.memory, "--cpus", &cfg.cpus.to_string(), "--verbose"]);
+    if cfg.accel == Accel::Tcg {
+        cmd.arg("--disable-kvm");
+    }
+    for dir in &cfg.rwdirs {
+        cmd.arg(format!("--rwdir={}", dir.display()));
+    }
+    if let Some(cwd) = &cfg.cwd {
+        cmd.arg(format!("--cwd={}", cwd.display()));
+    }
+    cmd.arg("--exec").arg(script);
+    cmd
+}
+
+/// Marker the guest prints before the command, so the lab can tell "the VM never came up" from
+/// "the command failed".
+const STARTED: &str = "sockmap-lab: guest command starting";
+
+/// Boot `kimg` and run `command` (argv) in it. `on_stdout` receives the command's output live
+/// (stdout and stderr merged, because vng's stderr carries the kernel console).
+pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl FnMut(&[u8]) + Send) -> anyhow::Result<GuestRun> {
+    anyhow::ensure!(kimg.is_file(), "kernel image {} does not exist", kimg.display());
+    let script = format!("echo '{STARTED}' >&2; {{ {} ; }} 2>&1", shell_words::join(command));
+    let mut cmd = vng_command(kimg, &script, cfg);
+    process::in_own_group(&mut cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("cannot start vng (is virtme-ng installed? `make deps` installs it)")?;
+    let pgid = child.id() as i32;
+    process::register(pgid);
+
+    let console = Arc::new(Mutex::new(String::new()));
+    let mut log = std::fs::File::create(&cfg.console_log)
+        .with_context(|| format!("cannot create console log {}", cfg.console_log.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let console_reader = {
+        let console = Arc::clone(&console);
+        let show = cfg.show_console;
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut raw = Vec::new();
+            while reader.read_until(b'\n', &mut raw).map(|n| n > 0).unwrap_or(false) {
+                let _ = log.write_all(&raw);
+                let line = String::from_utf8_lossy(&raw);
+                if show {
+                    eprint!("{line}");
+                }
+                console.lock().unwrap().push_str(&line);
+                raw.clear();
+            }
+        })
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    let captured = Arc::new(Mutex::new(Vec::new()));
+
+    let (code, timed_out) = std::thread::scope(|s| {
+        let captured = Arc::clone(&captured);
+        s.spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                on_stdout(&buf[..n]);
+                captured.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let deadline = started + cfg.timeout;
+        let result = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break (status.code(), false),
+                Ok(None) if Instant::now() >= deadline => {
+                    process::kill_group(pgid);
+                    let _ = child.wait();
+                    break (None, true);
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => {
+                    process::kill_group(pgid);
+                    break (None, false);
+                }
+            }
+        };
+        // vng may have left QEMU (or a helper) behind; the group goes either way, which also
+        // closes the pipes the reader threads are blocked on.
+        process::kill_group(pgid);
+        result
+    });
+    process::unregister(pgid);
+    let _ = console_reader.join();
+    let console = console.lock().unwrap().clone();
+    let stdout = captured.lock().unwrap().clone();
+    let outcome = classify(code, timed_out, cfg.timeout, &console, console.contains(STARTED));
+    Ok(GuestRun { outcome, stdout, console, wall: started.elapsed() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_clean_exit_passes_the_code_through() {
+        assert_eq!(classify(Some(3), false, T, "[ 1.0] booting\nsockmap-lab: guest command starting\n", true), Outcome::Exited { code: 3 });
+    }
+
+    #[test]
+    fn a_panic_wins_over_everything() {
+        let console = "[ 2.1] sysrq: Trigger a crash\n[ 2.1] Kernel panic - not syncing: sysrq triggered crash\n";
+        assert!(matches!(classify(Some(0), false, T, console, true), Outcome::Panicked { line } if line.contains("sysrq triggered crash")));
+        assert!(matches!(classify(None, true, T, console, true), Outcome::Panicked { .. }));
+    }
+
+    #[test]
+    fn a_timeout_is_a_hang_with_a_hint() {
+        let console = "[ 30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n";
+        match classify(None, true, T, console, true) {
+            Outcome::Hung { after_secs, hint } => {
+                assert_eq!(after_secs, 60);
+                assert!(hint.unwrap().contains("soft lockup"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_oops_is_reported_even_if_the_command_succeeded() {
+        let console = "[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000\n[ 3.0] Oops: 0000 [#1] SMP\n";
+        assert!(matches!(classify(Some(0), false, T, console, true), Outcome::Oopsed { code: 0, .. }));
+    }
+
+    #[test]
+    fn failing_before_the_command_is_a_vm_failure() {
+        assert_eq!(classify(Some(255), false, T, "qemu: could not load kernel\n", false), Outcome::VmFailed { code: 255 });
+    }
+
+    #[test]
+    fn the_vng_command_line_reflects_the_config() {
+        let cfg = VmConfig {
+            accel: Accel::Tcg,
+            memory: "2G".into(),
+            cpus: 2,
+            timeout: T,
+            show_console: false,
+            rwdirs: vec!["/tmp/out".into()],
+            cwd: None,
+            console_log: "/tmp/c.log".into(),
+        };
+        let cmd = vng_command(Path::new("/k/bzImage"), "uname -r", &cfg);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"--disable-kvm".to_string()));
+        assert!(args.contains(&"--rwdir=/tmp/out".to_string()));
+        assert_eq!(args.last().unwrap(), "uname -r");
+        let kvm = VmConfig { accel: Accel::Kvm, ..cfg };
+        let args: Vec<_> = vng_command(Path::new("/k/bzImage"), "x", &kvm).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!args.contains(&"--disable-kvm".to_string()));
+    }
+}

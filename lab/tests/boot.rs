@@ -1,0 +1,96 @@
+//! Real kernels in real guests: the lab's default kernel (built once, then cached) and a prebuilt
+//! Debian image. The first run on a fresh machine builds the kernel (about 6 minutes on 2 cores).
+//! Guests are heavy, so these tests take turns.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::{text, Lab};
+
+static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn guard() -> std::sync::MutexGuard<'static, ()> {
+    ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// QEMU processes booting a kernel image of this cache.
+fn qemus_of(lab: &Lab) -> Vec<String> {
+    let out = std::process::Command::new("pgrep").args(["-a", "-f", "qemu-system"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&lab.cache.display().to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn default_kernel_boots_runs_a_command_and_passes_its_exit_code() {
+    let _g = guard();
+    let lab = Lab::real();
+    let out = lab.run(&["run", "debian-6.12", "--", "sh", "-c", "uname -r; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(7), "{msg}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.trim() == "6.12.117"), "{msg}");
+    assert!(stdout.lines().any(|l| l.trim() == "btf"), "{msg}");
+
+    // The kernel is in the cache now: a second build compiles nothing.
+    let out = lab.run(&["build", "debian-6.12"]);
+    assert!(text(&out).contains("cached, nothing compiled"), "{}", text(&out));
+    assert!(qemus_of(&lab).is_empty());
+}
+
+#[test]
+fn prebuilt_debian_image_boots_with_its_modules() {
+    let _g = guard();
+    let lab = Lab::real();
+    let out = lab.run(&["run", "prebuilt-6.1.0-56", "--", "uname", "-r"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "6.1.0-56-amd64"), "{msg}");
+}
+
+#[test]
+fn a_hanging_guest_is_reported_and_killed() {
+    let _g = guard();
+    let lab = Lab::real();
+    let started = std::time::Instant::now();
+    let out = lab.run(&["run", "--timeout", "30", "debian-6.12", "--", "sleep", "600"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(124), "{msg}");
+    assert!(msg.contains("guest hung: no exit within 30s"), "{msg}");
+    assert!(msg.contains("kernel console"), "the console tail is shown: {msg}");
+    assert!(started.elapsed().as_secs() < 60, "lab itself did not hang");
+    assert!(qemus_of(&lab).is_empty(), "QEMU is gone: {:?}", qemus_of(&lab));
+}
+
+#[test]
+fn a_panicking_guest_is_reported_with_its_console() {
+    let _g = guard();
+    let lab = Lab::real();
+    let out = lab.run(&["run", "--timeout", "120", "debian-6.12", "--", "sh", "-c", "echo c > /proc/sysrq-trigger"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(121), "{msg}");
+    assert!(msg.contains("guest kernel panicked"), "{msg}");
+    assert!(msg.contains("sysrq"), "the console shows the cause: {msg}");
+    assert!(qemus_of(&lab).is_empty());
+}
+
+#[test]
+fn accelerator_choice_is_explained_and_overridable() {
+    let _g = guard();
+    let lab = Lab::real();
+    let out = lab.run(&["accel"]);
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.starts_with("kvm: ") || msg.contains("\ntcg: ") || msg.starts_with("tcg: "), "{msg}");
+    let mut cmd = lab.cmd(&["accel"]);
+    cmd.env("LAB_ACCEL", "tcg");
+    assert!(text(&cmd.output().unwrap()).contains("tcg: LAB_ACCEL=tcg"));
+    let mut cmd = lab.cmd(&["accel"]);
+    cmd.env("LAB_ACCEL", "hvf");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("LAB_ACCEL=`hvf` is not one of kvm, tcg, auto"), "{}", text(&out));
+}

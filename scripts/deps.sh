@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what the lab needs on Debian 12, idempotently: only missing packages are installed.
+set -euo pipefail
+
+packages=(
+  # guests
+  qemu-system-x86 udev
+  # kernel builds
+  build-essential flex bison bc dwarves cpio kmod ccache libelf-dev libssl-dev patch xz-utils curl
+  # BPF programs and the in-guest suite
+  clang llvm libbpf-dev zlib1g-dev pkg-config
+  # sources of the shipped definitions
+  linux-source-6.12 linux-source-6.1
+  # virtme-ng comes from PyPI
+  python3-pip
+)
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# virtme-ng: pinned, because the lab reads its console and exit-code conventions.
+VNG_VERSION=1.42
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$scripts_dir:$PATH"
+if ! vng --version 2>/dev/null | grep -q "$VNG_VERSION"; then
+  echo "deps: installing virtme-ng $VNG_VERSION from PyPI"
+  python3 -m pip install -q --root-user-action=ignore "virtme-ng==$VNG_VERSION" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "virtme-ng==$VNG_VERSION"
+fi
+vng --version >/dev/null
+echo "deps: ok (vng $(vng --version 2>&1 | awk '{print $NF}'), $(qemu-system-x86_64 --version | head -1))"
