@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measure the lab foundation's figures, on an otherwise idle machine:
-#   1. cold build of a definition: empty lab cache and empty ccache (what a fresh machine pays);
+#   1. cold build of a definition: empty lab cache, no ccache yet (what a fresh machine pays);
 #   2. a second `lab build` of the same definition (must compile nothing);
 #   3. boot to a command, three times: lab's wall time and the guest's uptime when the command ran.
 # Usage: scripts/measure-foundation.sh [KERNEL]   (default debian-6.12). Prints a summary table.
@@ -33,6 +33,6 @@ done
 
 echo
 echo "== sockmap-lab foundation figures ($KERNEL, $(nproc) cores, accel: $($LAB accel "$KERNEL" | cut -d: -f1))"
-printf 'cold build (empty cache + ccache): %.0f s\n' "$(echo "$t1 - $t0" | bc)"
+printf 'cold build (fresh cache, no ccache):%.0f s\n' "$(echo "$t1 - $t0" | bc)"
 printf 'second lab build (cache hit):      %.1f s\n' "$(echo "$t2 - $t1" | bc)"
 for b in "${boots[@]}"; do echo "boot to command:                   $b"; done
