@@ -1,7 +1,8 @@
 //! sockmap-lab: build a kernel from a definition, boot it under virtme-ng, run things in it.
 //!
 //! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
-//! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG).
+//! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `suite`
+//! (cases run in the guest) → `report`.
 
 pub mod accel;
 pub mod build;
@@ -11,5 +12,7 @@ pub mod kconfig;
 pub mod patches;
 pub mod process;
 pub mod progress;
+pub mod report;
 pub mod source;
+pub mod suite;
 pub mod vm;

@@ -10,7 +10,8 @@ use lab::build::{self, BuildOptions};
 use lab::cache::Cache;
 use lab::definition::KernelsDir;
 use lab::vm::{self, Outcome, VmConfig};
-use lab::{accel, process};
+use lab::report::RunReport;
+use lab::{accel, process, suite};
 
 /// Exit codes for guest trouble, distinct from the lab's own errors (2) so scripts can tell them apart.
 const EXIT_LAB_ERROR: u8 = 2;
@@ -56,6 +57,21 @@ enum Command {
         rwdir: Vec<PathBuf>,
         #[arg(required = true, last = true)]
         command: Vec<String>,
+    },
+    /// Run the redirect-path suite in a guest: one line per case, a summary, results as JSON.
+    Test {
+        kernel: String,
+        /// Only cases whose name contains this (libtest's filter).
+        filter: Option<String>,
+        /// Write `.snap.new` files for changed snapshots instead of failing; review them with
+        /// `cargo insta review`.
+        #[arg(long)]
+        review: bool,
+        /// Build the kernel with this profile instead of the definition's (`debug`: KASAN, lockdep).
+        #[arg(long)]
+        profile: Option<lab::definition::Profile>,
+        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        timeout: u64,
     },
     /// List kernel definitions and what the cache holds.
     List,
@@ -109,24 +125,78 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let def = kernels.load(&kernel)?;
             let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
             let kimg = built.entry.kernel_image();
-            let decision = accel::choose(&cache, &kimg, false)?;
-            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-            let cfg = VmConfig {
-                accel: decision.accel,
-                memory,
-                cpus,
-                timeout: Duration::from_secs(timeout),
-                show_console: console,
-                rwdirs: rwdir,
-                cwd: None,
-                console_log: cache.path("logs").join(format!("console-{}-{stamp}.log", def.name)),
-            };
+            let mut cfg = vm_config(&cache, &def.name, &kimg, timeout)?;
+            cfg.memory = memory;
+            cfg.cpus = cpus;
+            cfg.show_console = console;
+            cfg.rwdirs = rwdir;
             let run = vm::run(&kimg, &command, &cfg, |bytes| {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(bytes);
                 let _ = out.flush();
             })?;
             report(&def.name, &run, &cfg)
+        }
+        Command::Test { kernel, filter, review, profile, timeout } => {
+            let mut def = kernels.load(&kernel)?;
+            if let Some(p) = profile {
+                def.profile = p;
+            }
+            let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
+            let project = kernels.dir.parent().context("the kernels folder has no parent")?.canonicalize()?;
+            let step = lab::progress::Step::start("building the suite");
+            let exes = suite::build_binaries(&project)?;
+            step.finish(&format!("{} test binar{}", exes.len(), if exes.len() == 1 { "y" } else { "ies" }));
+            let results = project.join("results").join(&def.name);
+            suite::fresh_dir(&results)?;
+            let kimg = built.entry.kernel_image();
+            let mut cfg = vm_config(&cache, &def.name, &kimg, timeout)?;
+            cfg.rwdirs.push(results.clone());
+            if review {
+                cfg.rwdirs.push(project.join("snapshots"));
+            }
+            let command = suite::guest_command(&exes, &results, &project, filter.as_deref(), review);
+            let step = lab::progress::Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
+            let mut pending = String::new();
+            let mut done = 0usize;
+            let run = vm::run(&kimg, &command, &cfg, |bytes| {
+                pending.push_str(&String::from_utf8_lossy(bytes));
+                while let Some(nl) = pending.find('\n') {
+                    let line: String = pending.drain(..=nl).collect();
+                    if line.starts_with("test ") && line.contains(" ... ") {
+                        done += 1;
+                        step.message(&format!("{done} cases; {}", line.trim()));
+                    }
+                }
+            })?;
+            step.finish(&format!("{done} cases"));
+            let output = String::from_utf8_lossy(&run.stdout).into_owned();
+            let cases = suite::collect(&output, &results);
+            let report_ = RunReport {
+                kernel: def.name.clone(),
+                release: built.entry.manifest.release.clone(),
+                accel: cfg.accel.as_str().into(),
+                guest: serde_json::to_value(&run.outcome)?,
+                guest_seconds: run.wall.as_secs_f64(),
+                cases,
+            };
+            report_.write(&results)?;
+            for case in &report_.cases {
+                println!("{}", lab::report::case_line(case));
+            }
+            print!("{}", lab::report::render(&report_));
+            println!("results: {}", results.join("summary.json").display());
+            if !matches!(run.outcome, Outcome::Exited { .. }) {
+                return report(&def.name, &run, &cfg);
+            }
+            if report_.cases.is_empty() {
+                eprintln!("error: the guest ran no cases; its output:\n{}", lab::process::tail(&output, 40));
+                return Ok(1);
+            }
+            if review {
+                println!("review changed snapshots with: cargo insta review --workspace-root {}", project.display());
+            }
+            Ok(if report_.failed() { 1 } else { 0 })
         }
         Command::List => {
             let entries = cache.entries();
@@ -175,6 +245,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// A VM configuration for a kernel image, with the accelerator chosen for this host.
+fn vm_config(cache: &Cache, name: &str, kimg: &std::path::Path, timeout: u64) -> anyhow::Result<VmConfig> {
+    let decision = accel::choose(cache, kimg, false)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    Ok(VmConfig {
+        accel: decision.accel,
+        memory: "2G".into(),
+        cpus: 2,
+        timeout: Duration::from_secs(timeout),
+        show_console: false,
+        rwdirs: vec![],
+        cwd: None,
+        console_log: cache.path("logs").join(format!("console-{name}-{stamp}.log")),
+    })
 }
 
 /// Turn a guest run into lab's exit code, explaining anything that is not a plain exit.

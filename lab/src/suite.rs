@@ -1,0 +1,261 @@
+//! The redirect-path suite: build the `testcases` test binaries on the host, run them in a guest,
+//! and turn libtest's output plus the per-case result files into typed case results.
+//!
+//! The guest sees the host's filesystem, so the binaries built here run there as they are; only
+//! the results folder (and, when reviewing, `snapshots/`) is writable from the guest.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::process;
+
+/// The four data paths, in the order of their complexity.
+pub const PATHS: &[&str] = &["tx_to_rx", "rx_to_rx", "tx_to_tx", "rx_to_tx"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The kernel does not support this combination (e.g. a family in a sockmap); recorded in the
+    /// snapshot, counted apart from passes.
+    Unsupported,
+    Ignored,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Passed => "ok",
+            Status::Failed => "FAILED",
+            Status::Unsupported => "unsupported",
+            Status::Ignored => "ignored",
+        }
+    }
+}
+
+/// One case's result as the lab reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseResult {
+    pub name: String,
+    /// tx_to_rx, rx_to_rx, tx_to_tx, rx_to_tx, or "other".
+    pub path: String,
+    pub status: Status,
+    /// What the case observed (from its result file), when it wrote one.
+    pub observation: Option<serde_json::Value>,
+    /// libtest's failure output for this case: the panic message or snapshot diff.
+    pub failure: Option<String>,
+}
+
+pub fn path_of(name: &str) -> String {
+    // The path is the first path-shaped word: case names read "<path>_via_<map>_over_<family>_...",
+    // and rstest prefixes them with the test function, which is named after the path too.
+    let found = name
+        .split(|c: char| c == ':' || c == '/')
+        .flat_map(|part| PATHS.iter().filter(move |p| part.starts_with(*p)))
+        .next();
+    found.map(|p| p.to_string()).unwrap_or_else(|| "other".into())
+}
+
+/// The case name the result files and snapshots use: the last segment of libtest's name.
+fn short_name(test: &str) -> &str {
+    test.rsplit("::").next().unwrap_or(test)
+}
+
+/// Build the suite's test binaries (host side) and return their paths.
+pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = std::process::Command::new("cargo")
+        .args(["test", "-p", "testcases", "--no-run", "--message-format=json-render-diagnostics"])
+        .current_dir(project)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo to build the suite")?;
+    anyhow::ensure!(out.status.success(), "building the suite (cargo test -p testcases --no-run) failed; see above");
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true {
+            let is_test_target = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+            if let (true, Some(exe)) = (is_test_target, msg["executable"].as_str()) {
+                exes.push(PathBuf::from(exe));
+            }
+        }
+    }
+    anyhow::ensure!(!exes.is_empty(), "cargo built no test binaries for the suite");
+    Ok(exes)
+}
+
+/// The guest command that runs every binary, one case at a time.
+pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, filter: Option<&str>, review: bool) -> Vec<String> {
+    let mut script = format!(
+        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1; rc=0; ",
+        shell_words::quote(&results.display().to_string()),
+        shell_words::quote(&project.display().to_string()),
+        if review { "new" } else { "no" },
+    );
+    for exe in exes {
+        let mut args = vec![exe.display().to_string(), "--test-threads=1".to_string()];
+        if let Some(f) = filter {
+            args.push(f.to_string());
+        }
+        script.push_str(&format!("{} || rc=1; ", shell_words::join(&args)));
+    }
+    script.push_str("exit $rc");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// Read libtest's human output: `test NAME ... ok|FAILED|ignored`, then the failures section.
+pub fn parse_libtest(output: &str) -> Vec<(String, Status, Option<String>)> {
+    let mut cases: Vec<(String, Status, Option<String>)> = Vec::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("test ") else { continue };
+        let Some((name, verdict)) = rest.rsplit_once(" ... ") else { continue };
+        let status = match verdict.trim() {
+            "ok" => Status::Passed,
+            "FAILED" => Status::Failed,
+            v if v.starts_with("ignored") => Status::Ignored,
+            _ => continue,
+        };
+        cases.push((name.trim().to_string(), status, None));
+    }
+    // libtest prints "---- NAME stdout ----" followed by the captured output and panic message.
+    let mut current: Option<(String, String)> = None;
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in output.lines() {
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            if let Some(done) = current.take() {
+                sections.push(done);
+            }
+            current = Some((name.to_string(), String::new()));
+        } else if line == "failures:" || line.starts_with("test result:") {
+            if let Some(done) = current.take() {
+                sections.push(done);
+            }
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    for (name, text) in sections {
+        if let Some(case) = cases.iter_mut().find(|c| c.0 == name) {
+            case.2 = Some(text.trim_end().to_string());
+        }
+    }
+    cases
+}
+
+/// Merge libtest's verdicts with the result files the cases wrote into `results`.
+pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
+    parse_libtest(output)
+        .into_iter()
+        .map(|(name, mut status, failure)| {
+            let file = results.join(format!("{}.json", short_name(&name)));
+            let record: Option<serde_json::Value> =
+                std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok());
+            if status == Status::Passed && record.as_ref().is_some_and(|r| r["status"] == "unsupported") {
+                status = Status::Unsupported;
+            }
+            let observation = record.map(|r| r.get("observation").cloned().unwrap_or(r));
+            CaseResult { path: path_of(&name), name, status, observation, failure }
+        })
+        .collect()
+}
+
+/// Counts per path and status.
+pub fn tally(cases: &[CaseResult]) -> Vec<(String, [usize; 4])> {
+    let mut rows: Vec<(String, [usize; 4])> = PATHS.iter().map(|p| (p.to_string(), [0; 4])).collect();
+    for case in cases {
+        let idx = match rows.iter().position(|(p, _)| *p == case.path) {
+            Some(i) => i,
+            None => {
+                rows.push((case.path.clone(), [0; 4]));
+                rows.len() - 1
+            }
+        };
+        let col = match case.status {
+            Status::Passed => 0,
+            Status::Failed => 1,
+            Status::Unsupported => 2,
+            Status::Ignored => 3,
+        };
+        rows[idx].1[col] += 1;
+    }
+    rows.retain(|(_, counts)| counts.iter().sum::<usize>() > 0);
+    rows
+}
+
+/// Make a fresh, empty results folder.
+pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(())
+}
+
+/// Keep only the failure text that helps: libtest's section can hold a long captured stdout.
+pub fn failure_excerpt(text: &str, lines: usize) -> String {
+    process::tail(text, lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "\
+running 3 tests
+test tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_1_OneByte ... ok
+test rx_to_tx::map_2_Sockhash::family_3_Udp::payload_2_OneKib ... ok
+test tx_to_tx_via_sockmap_over_ipv4_drop ... FAILED
+
+failures:
+
+---- tx_to_tx_via_sockmap_over_ipv4_drop stdout ----
+Snapshot: tx_to_tx_via_sockmap_over_ipv4_drop
+-    bytes: 0
++    bytes: 1
+thread 'tx_to_tx_via_sockmap_over_ipv4_drop' panicked at tests/redirect.rs:10:5:
+snapshot assertion for 'tx_to_tx_via_sockmap_over_ipv4_drop' failed
+
+failures:
+    tx_to_tx_via_sockmap_over_ipv4_drop
+
+test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s
+";
+
+    #[test]
+    fn libtest_output_becomes_cases_with_their_failure_text() {
+        let cases = parse_libtest(OUTPUT);
+        assert_eq!(cases.len(), 3);
+        assert_eq!(cases[0].1, Status::Passed);
+        let failed = &cases[2];
+        assert_eq!(failed.1, Status::Failed);
+        let text = failed.2.as_deref().unwrap();
+        assert!(text.contains("+    bytes: 1") && text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    fn result_files_mark_unsupported_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("payload_2_OneKib.json"),
+            r#"{"status":"unsupported","observation":{"error":"EOPNOTSUPP"}}"#,
+        )
+        .unwrap();
+        let cases = collect(OUTPUT, dir.path());
+        assert_eq!(cases[1].status, Status::Unsupported);
+        assert_eq!(cases[1].observation.as_ref().unwrap()["error"], "EOPNOTSUPP");
+        assert_eq!(cases[1].path, "rx_to_tx");
+        let rows = tally(&cases);
+        assert_eq!(rows, vec![("tx_to_rx".to_string(), [1, 0, 0, 0]), ("tx_to_tx".into(), [0, 1, 0, 0]), ("rx_to_tx".into(), [0, 0, 1, 0])]);
+    }
+
+    #[test]
+    fn paths_are_read_from_names() {
+        assert_eq!(path_of("rx_to_rx_via_sockhash_over_vsock_1b"), "rx_to_rx");
+        assert_eq!(path_of("lifecycle::tx_to_tx_via_sockmap_over_ipv4_pass"), "tx_to_tx");
+        assert_eq!(path_of("something_else"), "other");
+    }
+}
