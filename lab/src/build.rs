@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache, Entry, KeyHasher, Manifest};
 use crate::definition::{Definition, KernelsDir};
@@ -66,14 +67,20 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
 
     let compiler = toolchain();
     let fragments = kconfig::fragments(&kernels.dir, def);
-    let mut input = KeyHasher::default();
-    input.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("compiler", compiler.as_bytes());
-    input.part("profile", def.profile.as_str().as_bytes());
-    for p in &def.patches {
-        input.part("patch", &std::fs::read(p).with_context(|| format!("reading patch {}", p.display()))?);
-    }
+    // The tree key covers what a build tree is made of apart from patches: definitions that differ
+    // only in their patch series (a kernel and its mutants) share one tree and rebuild incrementally.
+    let mut tree_hash = KeyHasher::default();
+    tree_hash.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("compiler", compiler.as_bytes());
+    tree_hash.part("profile", def.profile.as_str().as_bytes());
     for f in &fragments {
-        input.part("fragment", &std::fs::read(f).with_context(|| format!("reading config fragment {}", f.display()))?);
+        tree_hash.part("fragment", &std::fs::read(f).with_context(|| format!("reading config fragment {}", f.display()))?);
+    }
+    let tree_key = tree_hash.finish();
+    let series = AppliedPatch::read_all(&def.patches)?;
+    let mut input = KeyHasher::default();
+    input.part("tree", tree_key.as_bytes());
+    for p in &series {
+        input.part("patch", p.sha256.as_bytes());
     }
     let input_key = input.finish();
     if !opts.force {
@@ -82,38 +89,38 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
         }
     }
 
-    let work = cache.path("work").join(&def.name);
+    let work = cache.path("work").join(format!("{}-{}", slug(&resolved.identity), &tree_key[..12]));
     std::fs::create_dir_all(&work)?;
     let _lock = cache::lock(&work.with_extension("lock"))?;
     let tree = work.join("linux");
-    let stamp = work.join("input-key");
     let log = cache.path("logs").join(format!("{}-{}.log", def.name, now_unix()));
-    let reusable = tree.join(".config").is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(input_key.as_str());
-
-    if !reusable {
-        let _ = std::fs::remove_file(&stamp);
+    let mut state = WorkState::load(&work);
+    if !(tree.join(".config").is_file() && state.tree_key == tree_key) {
         if tree.exists() {
             std::fs::remove_dir_all(&tree).with_context(|| format!("clearing the old build tree {}", tree.display()))?;
         }
         let step = Step::start(&format!("{}: unpacking {}", def.name, def.source.describe()));
         source::extract(&resolved, &tree)?;
         step.finish("done");
-        if !def.patches.is_empty() {
-            let step = Step::start(&format!("{}: applying {} patch(es)", def.name, def.patches.len()));
-            patches::apply(&tree, &def.patches)?;
-            step.finish("applied");
-        }
+        state = WorkState { tree_key: tree_key.clone(), applied: vec![], configured: false };
+        state.save(&work)?;
+    }
+    if state.applied != series {
+        switch_patches(def, &work, &tree, &mut state, &series)?;
+    }
+    if !state.configured {
         let step = Step::start(&format!("{}: configuring", def.name));
         kconfig::configure(&tree, &fragments, def.profile, &log)?;
         step.finish("every required symbol is set");
-        std::fs::write(&stamp, &input_key)?;
+        state.configured = true;
+        state.save(&work)?;
     }
 
     let config_text = std::fs::read(tree.join(".config"))?;
     let mut entry_key = KeyHasher::default();
     entry_key.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("compiler", compiler.as_bytes());
-    for p in &def.patches {
-        entry_key.part("patch", &std::fs::read(p)?);
+    for p in &series {
+        entry_key.part("patch", p.sha256.as_bytes());
     }
     entry_key.part("config", &config_text);
     let key = entry_key.finish();
@@ -149,6 +156,93 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
     })?;
     cache.record_input(&input_key, &key)?;
     Ok(Built { entry, cached: false })
+}
+
+/// A patch as applied to a build tree: its name and a hash of its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AppliedPatch {
+    name: String,
+    sha256: String,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl PartialEq for AppliedPatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.sha256 == other.sha256
+    }
+}
+
+impl AppliedPatch {
+    fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<AppliedPatch>> {
+        paths
+            .iter()
+            .map(|p| {
+                Ok(AppliedPatch { name: file_name(p), sha256: source::sha256_file(p).with_context(|| format!("reading patch {}", p.display()))?, path: p.clone() })
+            })
+            .collect()
+    }
+}
+
+/// What a kept build tree holds: which tree it is, which patches are on it, whether it is configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct WorkState {
+    tree_key: String,
+    applied: Vec<AppliedPatch>,
+    configured: bool,
+}
+
+impl WorkState {
+    fn load(work: &Path) -> WorkState {
+        std::fs::read_to_string(work.join("state.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+
+    fn save(&self, work: &Path) -> anyhow::Result<()> {
+        let tmp = work.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(tmp, work.join("state.json"))?;
+        Ok(())
+    }
+}
+
+/// Take the tree from its current patches to `wanted`: reverse what is applied (from the copies
+/// kept at apply time, since the user may have edited the originals), then apply the new series.
+/// Reverting and patching give the touched files fresh mtimes, so make rebuilds exactly those.
+fn switch_patches(def: &Definition, work: &Path, tree: &Path, state: &mut WorkState, wanted: &[AppliedPatch]) -> anyhow::Result<()> {
+    let kept = work.join("applied");
+    if !state.applied.is_empty() {
+        let step = Step::start(&format!("{}: reverting {} patch(es) of the previous build", def.name, state.applied.len()));
+        let copies: Vec<PathBuf> = state.applied.iter().enumerate().map(|(i, p)| kept.join(format!("{i:04}-{}", p.name))).collect();
+        if let Err(e) = patches::revert(tree, &copies) {
+            // A tree we cannot bring back to pristine is rebuilt from scratch next time.
+            *state = WorkState::default();
+            state.save(work)?;
+            return Err(e.context("the kept build tree could not be reverted; it will be unpacked afresh on the next build"));
+        }
+        step.finish("reverted");
+    }
+    state.applied.clear();
+    state.configured = false;
+    state.save(work)?;
+    let _ = std::fs::remove_dir_all(&kept);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&kept)?;
+    let step = Step::start(&format!("{}: applying {} patch(es)", def.name, wanted.len()));
+    let paths: Vec<PathBuf> = wanted.iter().map(|p| p.path.clone()).collect();
+    patches::apply(tree, &paths)?;
+    for (i, p) in wanted.iter().enumerate() {
+        std::fs::copy(&p.path, kept.join(format!("{i:04}-{}", p.name)))?;
+    }
+    state.applied = wanted.to_vec();
+    state.save(work)?;
+    step.finish("applied");
+    Ok(())
+}
+
+fn slug(identity: &str) -> String {
+    identity.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).take(40).collect()
 }
 
 /// Whether to compile through ccache. A miss costs an extra preprocessor pass (measured: ~15-20% of

@@ -168,7 +168,7 @@ impl Cache {
         list
     }
 
-    /// Remove the entries (and work trees) of one definition, or everything.
+    /// Remove the entries of one definition, or everything (entries, build trees, logs).
     pub fn clean(&self, definition: Option<&str>) -> anyhow::Result<usize> {
         let mut removed = 0;
         for entry in self.entries() {
@@ -177,15 +177,12 @@ impl Cache {
                 removed += 1;
             }
         }
-        match definition {
-            Some(name) => {
-                let _ = std::fs::remove_dir_all(self.path("work").join(name));
-            }
-            None => {
-                for sub in ["work", "index", "tmp", "logs"] {
-                    let _ = std::fs::remove_dir_all(self.path(sub));
-                    std::fs::create_dir_all(self.path(sub))?;
-                }
+        // Build trees are shared between definitions (a kernel and its mutants), so only a full
+        // clean removes them.
+        if definition.is_none() {
+            for sub in ["work", "index", "tmp", "logs"] {
+                let _ = std::fs::remove_dir_all(self.path(sub));
+                std::fs::create_dir_all(self.path(sub))?;
             }
         }
         Ok(removed)

@@ -114,6 +114,25 @@ pub fn apply(tree: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Undo `patches` (applied in this order) by reverse-applying them last to first.
+pub fn revert(tree: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
+    for patch in patches.iter().rev() {
+        let out = Command::new("patch")
+            .args(["-p1", "-R", "--batch", "--no-backup-if-mismatch", "-r", "-", "-i"])
+            .arg(patch)
+            .current_dir(tree)
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run `patch`: {e}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "reverting {} failed: {}",
+            patch.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Read `patch`'s report ("checking file X" / "Hunk #N FAILED at L.") and find each hunk's header.
 fn failed_hunks(output: &str, patch_text: &str) -> Vec<FailedHunk> {
     let mut file = String::new();

@@ -6,11 +6,18 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context;
 
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// True once the user interrupted lab: errors that follow are consequences, not causes.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// Remember a live process group so an interrupt can kill it.
 pub fn register(pgid: i32) {
@@ -35,6 +42,7 @@ pub fn kill_group(pgid: i32) {
 /// are never mistaken for cache entries (see `cache`), so exiting here loses nothing.
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         let groups: Vec<i32> = GROUPS.lock().map(|g| g.iter().copied().collect()).unwrap_or_default();
         for pgid in groups {
             kill_group(pgid);

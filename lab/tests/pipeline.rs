@@ -235,3 +235,26 @@ fn git_sources_build_a_commit_and_leave_the_tree_alone() {
     assert_eq!(git(&["status", "--porcelain"]), "?? uncommitted.txt", "the user's tree is untouched");
     assert!(!repo.join(".config").exists());
 }
+
+#[test]
+fn a_patched_variant_shares_the_tree_and_switching_back_reverts_it() {
+    let f = fixture();
+    let patches = f.lab.kernels.join("patches/mutant");
+    std::fs::create_dir_all(&patches).unwrap();
+    std::fs::write(patches.join("0001-m.patch"), "--- a/net/demo.c\n+++ b/net/demo.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n").unwrap();
+    f.define("fake", "");
+    f.define("fake-mutant", "patches = \"patches/mutant\"");
+    for name in ["fake", "fake-mutant"] {
+        let out = f.lab.run(&["build", name]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let work: Vec<_> = std::fs::read_dir(f.lab.cache.join("work")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert_eq!(work.len(), 1, "one shared build tree");
+    let demo = work[0].path().join("linux/net/demo.c");
+    assert_eq!(std::fs::read_to_string(&demo).unwrap(), "one\nTWO\nthree\n");
+    let out = f.lab.run(&["build", "--force", "fake"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&demo).unwrap(), "one\ntwo\nthree\n", "the mutant's patch was reverted");
+    assert_eq!(f.builds(), 3);
+    assert_eq!(f.entries(), 2);
+}
