@@ -91,7 +91,7 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
 
     let work = cache.path("work").join(format!("{}-{}", slug(&resolved.identity), &tree_key[..12]));
     std::fs::create_dir_all(&work)?;
-    let _lock = cache::lock(&work.with_extension("lock"))?;
+    let _lock = cache::lock(&work.join("lock"))?;
     let tree = work.join("linux");
     let log = cache.path("logs").join(format!("{}-{}.log", def.name, now_unix()));
     let mut state = WorkState::load(&work);
