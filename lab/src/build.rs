@@ -265,7 +265,13 @@ fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, lo
     if ccache {
         args.push("CC=ccache gcc".into());
     }
-    let expr = process::command("make", &args).dir(tree).env("CCACHE_DIR", &ccache_dir);
+    // Debug info embeds the build directory, so ccache keys on it by default; without that, a hit
+    // from another tree (another profile's, a fresh unpack) is still a valid object for the lab.
+    let expr = process::command("make", &args)
+        .dir(tree)
+        .env("CCACHE_DIR", &ccache_dir)
+        .env("CCACHE_NOHASHDIR", "1")
+        .env("CCACHE_BASEDIR", tree);
     let step = Step::start(&format!("{}: compiling (make -j{}{})", def.name, opts.jobs, if ccache { ", ccache" } else { "" }));
     let mut objects = 0usize;
     let mut last = Instant::now();

@@ -24,6 +24,8 @@ struct RawDefinition {
     profile: Profile,
     #[serde(default)]
     matrix: bool,
+    #[serde(default)]
+    mutant: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -110,6 +112,8 @@ pub struct Definition {
     pub config: Vec<PathBuf>,
     pub profile: Profile,
     pub matrix: bool,
+    /// For a deliberately broken kernel: what it breaks. The suite must fail on it.
+    pub mutant: Option<String>,
 }
 
 /// A definition error: the file, the field (when one is to blame) and what is wrong.
@@ -297,6 +301,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         }
     };
 
+    if raw.mutant.is_some() && raw.patches.is_none() {
+        return Err(err(Some("mutant"), "a mutant is a patched kernel: it needs `patches`".into()));
+    }
     if source.is_prebuilt() {
         if raw.patches.is_some() {
             return Err(err(Some("patches"), "a prebuilt image cannot be patched; use a source definition".into()));
@@ -336,6 +343,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         config,
         profile: raw.profile,
         matrix: raw.matrix,
+        mutant: raw.mutant,
     })
 }
 
