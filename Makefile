@@ -8,7 +8,7 @@ LAB := target/debug/lab
 # pip puts vng next to the interpreter's scripts, which is not always on PATH.
 export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
 
-.PHONY: all deps build lab-test test list clean
+.PHONY: all deps build lab-test lab-mutants test list clean
 
 all: build
 
@@ -18,9 +18,15 @@ deps:
 build:
 	$(CARGO) build -p sockmap-lab
 
-# The main job. Until the redirect-path suite lands this is a boot smoke test of the default kernel:
-# build (or reuse) it, boot it, and check the guest has what the suite needs.
+# The main job: the redirect-path suite on the default kernel (built once, then cached).
 lab-test: deps build
+	$(LAB) test $(KERNEL)
+
+# Every mutant (a deliberately broken kernel under kernels/mutants/) must make the suite fail.
+lab-mutants: deps build
+	$(LAB) mutants
+
+test: deps build
 	$(LAB) run $(KERNEL) -- sh -c 'test -e /sys/kernel/btf/vmlinux && echo "guest ok: $$(uname -r), BTF present"'
 
 test: deps

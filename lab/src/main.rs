@@ -10,7 +10,6 @@ use lab::build::{self, BuildOptions};
 use lab::cache::Cache;
 use lab::definition::KernelsDir;
 use lab::vm::{self, Outcome, VmConfig};
-use lab::report::RunReport;
 use lab::{accel, process, suite};
 
 /// Exit codes for guest trouble, distinct from the lab's own errors (2) so scripts can tell them apart.
@@ -70,6 +69,13 @@ enum Command {
         /// Build the kernel with this profile instead of the definition's (`debug`: KASAN, lockdep).
         #[arg(long)]
         profile: Option<lab::definition::Profile>,
+        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        timeout: u64,
+    },
+    /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
+    Mutants {
+        /// Mutant definitions to run (default: every definition with a `mutant` field).
+        names: Vec<String>,
         #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
@@ -144,60 +150,59 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 def.profile = p;
             }
             let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
-            let project = kernels.dir.parent().context("the kernels folder has no parent")?.canonicalize()?;
-            let step = lab::progress::Step::start("building the suite");
+            let project = project_dir(&kernels)?;
             let exes = suite::build_binaries(&project)?;
-            step.finish(&format!("{} test binar{}", exes.len(), if exes.len() == 1 { "y" } else { "ies" }));
-            let results = project.join("results").join(&def.name);
-            suite::fresh_dir(&results)?;
-            let kimg = built.entry.kernel_image();
-            let mut cfg = vm_config(&cache, &def.name, &kimg, timeout)?;
-            cfg.rwdirs.push(results.clone());
-            if review {
-                cfg.rwdirs.push(project.join("snapshots"));
-            }
-            let command = suite::guest_command(&exes, &results, &project, filter.as_deref(), review);
-            let step = lab::progress::Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
-            let mut pending = String::new();
-            let mut done = 0usize;
-            let run = vm::run(&kimg, &command, &cfg, |bytes| {
-                pending.push_str(&String::from_utf8_lossy(bytes));
-                while let Some(nl) = pending.find('\n') {
-                    let line: String = pending.drain(..=nl).collect();
-                    if line.starts_with("test ") && line.contains(" ... ") {
-                        done += 1;
-                        step.message(&format!("{done} cases; {}", line.trim()));
-                    }
-                }
-            })?;
-            step.finish(&format!("{done} cases"));
-            let output = String::from_utf8_lossy(&run.stdout).into_owned();
-            let cases = suite::collect(&output, &results);
-            let report_ = RunReport {
-                kernel: def.name.clone(),
-                release: built.entry.manifest.release.clone(),
-                accel: cfg.accel.as_str().into(),
-                guest: serde_json::to_value(&run.outcome)?,
-                guest_seconds: run.wall.as_secs_f64(),
-                cases,
-            };
-            report_.write(&results)?;
-            for case in &report_.cases {
+            let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
+            let opts = suite::SuiteOptions { filter, review };
+            let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
+            for case in &run.report.cases {
                 println!("{}", lab::report::case_line(case));
             }
-            print!("{}", lab::report::render(&report_));
-            println!("results: {}", results.join("summary.json").display());
-            if !matches!(run.outcome, Outcome::Exited { .. }) {
-                return report(&def.name, &run, &cfg);
+            print!("{}", lab::report::render(&run.report));
+            println!("results: {}", run.results.join("summary.json").display());
+            if !matches!(run.guest.outcome, Outcome::Exited { .. }) {
+                return report(&def.name, &run.guest, &run.cfg);
             }
-            if report_.cases.is_empty() {
-                eprintln!("error: the guest ran no cases; its output:\n{}", lab::process::tail(&output, 40));
+            if run.report.cases.is_empty() {
+                eprintln!("error: the guest ran no cases; its output:\n{}", process::tail(&String::from_utf8_lossy(&run.guest.stdout), 40));
                 return Ok(1);
             }
             if review {
                 println!("review changed snapshots with: cargo insta review --workspace-root {}", project.display());
             }
-            Ok(if report_.failed() { 1 } else { 0 })
+            Ok(if run.report.failed() { 1 } else { 0 })
+        }
+        Command::Mutants { names, timeout } => {
+            let defs: Vec<_> = if names.is_empty() {
+                kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect()
+            } else {
+                names.iter().map(|n| kernels.load(n)).collect::<Result<_, _>>()?
+            };
+            anyhow::ensure!(!defs.is_empty(), "no mutant definitions (a definition with `mutant = \"...\"`) in {}", kernels.dir.display());
+            let project = project_dir(&kernels)?;
+            let exes = suite::build_binaries(&project)?;
+            let mut verdicts = Vec::new();
+            for def in &defs {
+                anyhow::ensure!(def.mutant.is_some(), "{} is not a mutant (it has no `mutant` field)", def.name);
+                let verdict = match build::build(def, &kernels, &cache, &BuildOptions::default()) {
+                    Err(e) => lab::report::MutantVerdict::not_run(def, format!("{e:#}")),
+                    Ok(built) => {
+                        let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
+                        let run = suite::run(def, &built.entry, &project, &exes, cfg, &suite::SuiteOptions::default())?;
+                        lab::report::MutantVerdict::judge(def, &run)
+                    }
+                };
+                eprintln!("{}", verdict.line());
+                verdicts.push(verdict);
+            }
+            let table = lab::report::mutant_table(&verdicts);
+            print!("{table}");
+            let out = project.join("results").join("mutants.md");
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            std::fs::write(&out, &table)?;
+            std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&verdicts)?)?;
+            println!("results: {}", out.display());
+            Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
         }
         Command::List => {
             let entries = cache.entries();
@@ -246,6 +251,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn project_dir(kernels: &KernelsDir) -> anyhow::Result<std::path::PathBuf> {
+    Ok(kernels.dir.parent().context("the kernels folder has no parent")?.canonicalize()?)
 }
 
 /// A VM configuration for a kernel image, with the accelerator chosen for this host.

@@ -1,37 +1,10 @@
 //! Reports of a suite run: one line per case, a per-path summary, and the same as JSON on disk.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-use crate::suite::{self, CaseResult, Status};
-
-/// Everything one `lab test` run established, written as `summary.json` in its results folder.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunReport {
-    pub kernel: String,
-    pub release: String,
-    pub accel: String,
-    /// How the guest run ended (exited, panicked, hung...).
-    pub guest: serde_json::Value,
-    pub guest_seconds: f64,
-    pub cases: Vec<CaseResult>,
-}
-
-impl RunReport {
-    pub fn count(&self, status: Status) -> usize {
-        self.cases.iter().filter(|c| c.status == status).count()
-    }
-
-    pub fn failed(&self) -> bool {
-        self.count(Status::Failed) > 0
-    }
-
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(self)?)?;
-        Ok(())
-    }
-}
+use crate::definition::Definition;
+use crate::suite::{self, CaseResult, RunReport, Status, SuiteRun};
+use crate::vm::Outcome;
 
 /// The per-case line printed while reporting.
 pub fn case_line(case: &CaseResult) -> String {
@@ -64,5 +37,88 @@ pub fn render(report: &RunReport) -> String {
         report.count(Status::Unsupported),
         report.count(Status::Ignored)
     ));
+    out
+}
+
+/// Whether the suite caught one mutant, and with what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MutantVerdict {
+    pub mutant: String,
+    pub breaks: String,
+    pub caught: bool,
+    /// Failing cases per path, e.g. "tx_to_rx: 25".
+    pub caught_by: Vec<String>,
+    /// The first failing case and the first lines of what differed, or the kernel splat.
+    pub evidence: String,
+}
+
+impl MutantVerdict {
+    pub fn not_run(def: &Definition, why: String) -> MutantVerdict {
+        MutantVerdict {
+            mutant: def.name.clone(),
+            breaks: def.mutant.clone().unwrap_or_default(),
+            caught: false,
+            caught_by: vec![],
+            evidence: format!("not run: {why}"),
+        }
+    }
+
+    pub fn judge(def: &Definition, run: &SuiteRun) -> MutantVerdict {
+        let failed: Vec<&CaseResult> = run.report.cases.iter().filter(|c| c.status == Status::Failed).collect();
+        let caught_by = suite::tally(&run.report.cases)
+            .into_iter()
+            .filter(|(_, counts)| counts[1] > 0)
+            .map(|(path, counts)| format!("{path}: {}", counts[1]))
+            .collect();
+        let (caught, evidence) = match &run.guest.outcome {
+            Outcome::Exited { .. } => match failed.first() {
+                Some(case) => (true, format!("{}: {}", case.name, first_difference(case.failure.as_deref().unwrap_or("")))),
+                None => (false, "every case passed".to_string()),
+            },
+            Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, format!("kernel: {line}")),
+            Outcome::Hung { after_secs, hint } => {
+                (true, format!("guest hung after {after_secs}s{}", hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default()))
+            }
+            Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
+        };
+        MutantVerdict { mutant: def.name.clone(), breaks: def.mutant.clone().unwrap_or_default(), caught, caught_by, evidence }
+    }
+
+    pub fn line(&self) -> String {
+        format!("{}: {} ({})", self.mutant, if self.caught { "caught" } else { "MISSED" }, self.evidence)
+    }
+}
+
+/// The lines of a failure that say what differed: snapshot diff lines (`-`/`+`) or the panic message.
+fn first_difference(failure: &str) -> String {
+    let diff: Vec<&str> = failure
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let l = l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '│');
+            (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++") && !l.starts_with("-old") && !l.starts_with("+new")
+        })
+        .take(4)
+        .collect();
+    if !diff.is_empty() {
+        return diff.join(" / ");
+    }
+    failure.lines().find(|l| l.contains("panicked") || l.contains("assert")).unwrap_or("").trim().to_string()
+}
+
+/// The mutant table, as Markdown (it reads fine in a terminal too).
+pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
+    let mut out = String::from("| mutant | breaks | verdict | failing cases | evidence |\n|---|---|---|---|---|\n");
+    for v in verdicts {
+        let evidence: String = v.evidence.replace('|', "\\|").chars().take(240).collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            v.mutant,
+            v.breaks,
+            if v.caught { "caught" } else { "**MISSED**" },
+            if v.caught_by.is_empty() { "-".to_string() } else { v.caught_by.join(", ") },
+            evidence
+        ));
+    }
     out
 }

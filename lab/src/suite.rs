@@ -9,7 +9,85 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Entry;
+use crate::definition::Definition;
 use crate::process;
+use crate::progress::Step;
+use crate::vm::{self, GuestRun, VmConfig};
+
+/// Everything one suite run established, written as `summary.json` in its results folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub kernel: String,
+    pub release: String,
+    pub accel: String,
+    /// How the guest run ended (exited, panicked, hung...).
+    pub guest: serde_json::Value,
+    pub guest_seconds: f64,
+    pub cases: Vec<CaseResult>,
+}
+
+impl RunReport {
+    pub fn count(&self, status: Status) -> usize {
+        self.cases.iter().filter(|c| c.status == status).count()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.count(Status::Failed) > 0
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SuiteOptions {
+    /// Only cases whose name contains this.
+    pub filter: Option<String>,
+    /// Write `.snap.new` files instead of failing on a changed snapshot.
+    pub review: bool,
+}
+
+/// A finished suite run: the report, the raw guest run, and where the results are.
+pub struct SuiteRun {
+    pub report: RunReport,
+    pub guest: GuestRun,
+    pub results: PathBuf,
+    pub cfg: VmConfig,
+}
+
+/// Run the suite binaries on a built kernel; results land in `results/<kernel>/` of the project.
+pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mut cfg: VmConfig, opts: &SuiteOptions) -> anyhow::Result<SuiteRun> {
+    let results = project.join("results").join(&def.name);
+    fresh_dir(&results)?;
+    cfg.rwdirs.push(results.clone());
+    if opts.review {
+        cfg.rwdirs.push(project.join("snapshots"));
+    }
+    let command = guest_command(exes, &results, project, opts.filter.as_deref(), opts.review);
+    let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
+    let mut pending = String::new();
+    let mut done = 0usize;
+    let guest = vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(nl) = pending.find('\n') {
+            let line: String = pending.drain(..=nl).collect();
+            if line.starts_with("test ") && line.contains(" ... ") {
+                done += 1;
+                step.message(&format!("{done} cases; {}", line.trim()));
+            }
+        }
+    })?;
+    step.finish(&format!("{done} cases"));
+    let output = String::from_utf8_lossy(&guest.stdout).into_owned();
+    let report = RunReport {
+        kernel: def.name.clone(),
+        release: entry.manifest.release.clone(),
+        accel: cfg.accel.as_str().into(),
+        guest: serde_json::to_value(&guest.outcome)?,
+        guest_seconds: guest.wall.as_secs_f64(),
+        cases: collect(&output, &results),
+    };
+    std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(SuiteRun { report, guest, results, cfg })
+}
 
 /// The four data paths, in the order of their complexity.
 pub const PATHS: &[&str] = &["tx_to_rx", "rx_to_rx", "tx_to_tx", "rx_to_tx"];
@@ -66,6 +144,7 @@ fn short_name(test: &str) -> &str {
 
 /// Build the suite's test binaries (host side) and return their paths.
 pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let step = Step::start("building the suite");
     let out = std::process::Command::new("cargo")
         .args(["test", "-p", "testcases", "--no-run", "--message-format=json-render-diagnostics"])
         .current_dir(project)
@@ -84,6 +163,7 @@ pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     anyhow::ensure!(!exes.is_empty(), "cargo built no test binaries for the suite");
+    step.finish(&format!("{} test binaries", exes.len()));
     Ok(exes)
 }
 
