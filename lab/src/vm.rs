@@ -105,6 +105,8 @@ pub fn vng_command(kimg: &Path, script: &str, cfg: &VmConfig) -> Command {
     let mut cmd = Command::new("vng");
     cmd.arg("--run").arg(kimg);
     cmd.args(["--memory", &cfg.memory, "--cpus", &cfg.cpus.to_string(), "--verbose"]);
+    // QEMU's -name carries lab's pid, so "is any VM of this lab process left?" has an exact answer.
+    cmd.arg("--name").arg(format!("sockmap-lab-{}", std::process::id()));
     if cfg.accel == Accel::Tcg {
         cmd.arg("--disable-kvm");
     }

@@ -14,21 +14,21 @@ fn guard() -> std::sync::MutexGuard<'static, ()> {
     ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// QEMU processes booting a kernel image of this cache.
-fn qemus_of(lab: &Lab) -> Vec<String> {
-    let out = std::process::Command::new("pgrep").args(["-a", "-f", "qemu-system"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&lab.cache.display().to_string()))
-        .map(str::to_string)
-        .collect()
+/// Run lab and also return the QEMU processes it left behind (named after lab's pid).
+fn run_and_leftovers(lab: &Lab, args: &[&str]) -> (std::process::Output, Vec<String>) {
+    let child = lab.cmd(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let ps = std::process::Command::new("pgrep").args(["-a", "-f", &format!("sockmap-lab-{pid}")]).output().unwrap();
+    let left = String::from_utf8_lossy(&ps.stdout).lines().filter(|l| l.contains("qemu")).map(str::to_string).collect();
+    (out, left)
 }
 
 #[test]
 fn default_kernel_boots_runs_a_command_and_passes_its_exit_code() {
     let _g = guard();
     let lab = Lab::real();
-    let out = lab.run(&["run", "debian-6.12", "--", "sh", "-c", "uname -r; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"]);
+    let (out, left) = run_and_leftovers(&lab, &["run", "debian-6.12", "--", "sh", "-c", "uname -r; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(7), "{msg}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,7 +38,7 @@ fn default_kernel_boots_runs_a_command_and_passes_its_exit_code() {
     // The kernel is in the cache now: a second build compiles nothing.
     let out = lab.run(&["build", "debian-6.12"]);
     assert!(text(&out).contains("cached, nothing compiled"), "{}", text(&out));
-    assert!(qemus_of(&lab).is_empty());
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -56,25 +56,25 @@ fn a_hanging_guest_is_reported_and_killed() {
     let _g = guard();
     let lab = Lab::real();
     let started = std::time::Instant::now();
-    let out = lab.run(&["run", "--timeout", "30", "debian-6.12", "--", "sleep", "600"]);
+    let (out, left) = run_and_leftovers(&lab, &["run", "--timeout", "30", "debian-6.12", "--", "sleep", "600"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(124), "{msg}");
     assert!(msg.contains("guest hung: no exit within 30s"), "{msg}");
     assert!(msg.contains("kernel console"), "the console tail is shown: {msg}");
     assert!(started.elapsed().as_secs() < 60, "lab itself did not hang");
-    assert!(qemus_of(&lab).is_empty(), "QEMU is gone: {:?}", qemus_of(&lab));
+    assert!(left.is_empty(), "QEMU is gone: {left:?}");
 }
 
 #[test]
 fn a_panicking_guest_is_reported_with_its_console() {
     let _g = guard();
     let lab = Lab::real();
-    let out = lab.run(&["run", "--timeout", "120", "debian-6.12", "--", "sh", "-c", "echo c > /proc/sysrq-trigger"]);
+    let (out, left) = run_and_leftovers(&lab, &["run", "--timeout", "120", "debian-6.12", "--", "sh", "-c", "echo c > /proc/sysrq-trigger"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(121), "{msg}");
     assert!(msg.contains("guest kernel panicked"), "{msg}");
     assert!(msg.contains("sysrq"), "the console shows the cause: {msg}");
-    assert!(qemus_of(&lab).is_empty());
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
