@@ -137,11 +137,6 @@ pub fn path_of(name: &str) -> String {
     found.map(|p| p.to_string()).unwrap_or_else(|| "other".into())
 }
 
-/// The case name the result files and snapshots use: the last segment of libtest's name.
-fn short_name(test: &str) -> &str {
-    test.rsplit("::").next().unwrap_or(test)
-}
-
 /// Build the suite's test binaries (host side) and return their paths.
 pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let step = Step::start("building the suite");
@@ -226,18 +221,33 @@ pub fn parse_libtest(output: &str) -> Vec<(String, Status, Option<String>)> {
     cases
 }
 
+/// The result files the cases wrote, by libtest name (each file's `test` field).
+fn result_files(results: &Path) -> std::collections::HashMap<String, serde_json::Value> {
+    std::fs::read_dir(results)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter_map(|v| Some((v["test"].as_str()?.to_string(), v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Merge libtest's verdicts with the result files the cases wrote into `results`.
 pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
+    let mut records = result_files(results);
     parse_libtest(output)
         .into_iter()
-        .map(|(name, mut status, failure)| {
-            let file = results.join(format!("{}.json", short_name(&name)));
-            let record: Option<serde_json::Value> =
-                std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok());
+        .map(|(test, mut status, failure)| {
+            let record = records.remove(&test);
             if status == Status::Passed && record.as_ref().is_some_and(|r| r["status"] == "unsupported") {
                 status = Status::Unsupported;
             }
-            let observation = record.map(|r| r.get("observation").cloned().unwrap_or(r));
+            // The case's own name (what its snapshot is called) reads better than rstest's.
+            let name = record.as_ref().and_then(|r| r["case"].as_str()).map(str::to_string).unwrap_or(test);
+            let observation = record.and_then(|r| r.get("observation").cloned());
             CaseResult { path: path_of(&name), name, status, observation, failure }
         })
         .collect()
@@ -320,12 +330,13 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     fn result_files_mark_unsupported_cases() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
-            dir.path().join("payload_2_OneKib.json"),
-            r#"{"status":"unsupported","observation":{"error":"EOPNOTSUPP"}}"#,
+            dir.path().join("rx_to_tx_via_sockhash_over_udp_1kib.json"),
+            r#"{"case":"rx_to_tx_via_sockhash_over_udp_1kib","test":"rx_to_tx::map_2_Sockhash::family_3_Udp::payload_2_OneKib","status":"unsupported","observation":{"error":"EOPNOTSUPP"}}"#,
         )
         .unwrap();
         let cases = collect(OUTPUT, dir.path());
         assert_eq!(cases[1].status, Status::Unsupported);
+        assert_eq!(cases[1].name, "rx_to_tx_via_sockhash_over_udp_1kib");
         assert_eq!(cases[1].observation.as_ref().unwrap()["error"], "EOPNOTSUPP");
         assert_eq!(cases[1].path, "rx_to_tx");
         let rows = tally(&cases);

@@ -94,3 +94,28 @@ fn accelerator_choice_is_explained_and_overridable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("LAB_ACCEL=`hvf` is not one of kvm, tcg, auto"), "{}", text(&out));
 }
+
+#[test]
+fn the_suite_runs_in_a_guest_and_reports_each_case() {
+    let _g = guard();
+    let lab = Lab::real();
+    let out = lab.run(&["test", "debian-6.12", "tx_to_rx::map_1_Sockmap::family_1_Ipv4::"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok           tx_to_rx_via_sockmap_over_ipv4_1mib"), "{msg}");
+    assert!(stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["tx_to_rx", "5", "0", "0", "0"]), "{msg}");
+}
+
+#[test]
+fn a_mutant_kernel_fails_the_suite_naming_the_case_and_the_difference() {
+    let _g = guard();
+    let lab = Lab::real();
+    // The mutant sends every sk_msg redirect to egress: B's peer gets the bytes meant for B.
+    let out = lab.run(&["test", "mutant-tx-ignores-ingress", "tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_2"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("--- FAILED tx_to_rx_via_sockmap_over_ipv4_1kib ---"), "{msg}");
+    assert!(msg.contains("tx_to_rx_via_sockmap_over_ipv4_1kib.snap"), "the snapshot is named: {msg}");
+    assert!(msg.contains("\"received\": 1024") && msg.contains("\"received\": 0"), "the diff shows where the bytes went: {msg}");
+}

@@ -1,0 +1,23 @@
+//! The sockmap redirect-path suite's helpers. The cases themselves are in tests/redirect.rs and run
+//! inside a lab guest only (`lab test`), as root, each in a network namespace of its own.
+//!
+//! A case loads bpf/sockmap.bpf.c (compiled into a skeleton by build.rs), steers it through its
+//! `config` map, builds two connected socket pairs (A and its peer, B and its peer), puts A and B in
+//! a sockmap or sockhash, moves data, and records what every socket saw as an [`Observation`], which
+//! is compared with an insta snapshot in the top-level snapshots/ folder.
+
+pub mod bpf;
+mod case;
+pub mod family;
+pub mod guest;
+pub mod observation;
+pub mod payload;
+pub mod rig;
+pub mod sys;
+
+pub use bpf::{Action, Config, MapKind, PUSH_FILL};
+pub use case::run_case;
+pub use family::Family;
+pub use observation::{Observation, Role};
+pub use payload::{pattern, Payload};
+pub use rig::{Path, Rig, Scenario, KEY_A, KEY_B};

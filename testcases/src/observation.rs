@@ -1,0 +1,242 @@
+//! What a case saw, in a form that is the same on every run of a healthy kernel: byte counts, content
+//! checks, errno names, readiness, and program run counts only where a case pins them down. No timings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::sys::{errno_name, Errno};
+
+/// The four sockets of a case. A is in the map and its traffic is redirected; B is the redirect
+/// target, also in the map. Each has a connected peer outside the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    A,
+    APeer,
+    B,
+    BPeer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::A, Role::APeer, Role::B, Role::BPeer];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Supported,
+    /// The kernel turned the setup down, never ran the verdict program for this family, or its
+    /// redirect helper refused the target.
+    Unsupported,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unsupported {
+    pub step: &'static str,
+    /// An errno name; "never_ran" when the kernel accepted everything but never ran the program;
+    /// "target_refused" when the redirect helper returned SK_DROP for a target that is in the map.
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Observation {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<Unsupported>,
+    /// The scripted steps of a lifecycle case, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// The bulk transfer of a data-path case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Sent>,
+    /// Everything each socket received over the whole case.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivered: BTreeMap<Role, Delivered>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programs: Option<Programs>,
+}
+
+impl Observation {
+    pub fn refused(step: &'static str, errno: Errno) -> Self {
+        Self {
+            status: Status::Unsupported,
+            unsupported: Some(Unsupported { step, error: errno_name(errno) }),
+            steps: Vec::new(),
+            sent: None,
+            delivered: BTreeMap::new(),
+            programs: None,
+        }
+    }
+}
+
+/// The result of a call as the user sees it: a byte count (or 0 for calls without one), or an errno.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(usize),
+    Err(String),
+}
+
+impl From<Result<usize, Errno>> for Outcome {
+    fn from(result: Result<usize, Errno>) -> Self {
+        match result {
+            Ok(n) => Self::Ok(n),
+            Err(errno) => Self::Err(errno_name(errno)),
+        }
+    }
+}
+
+impl From<Result<(), Errno>> for Outcome {
+    fn from(result: Result<(), Errno>) -> Self {
+        result.map(|()| 0).into()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Sent {
+    pub from: Role,
+    /// Bytes the send calls accepted.
+    pub bytes: usize,
+    /// Send calls that returned, successfully, out of all planned.
+    pub messages: usize,
+    pub planned_messages: usize,
+    /// Why sending stopped early: the errno of the failing send, or "stalled" when a datagram
+    /// family's window never drained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Delivered {
+    pub expected: usize,
+    pub received: usize,
+    pub content: Content,
+    /// A read error that ended reading (an end of stream is not recorded here: when it shows up
+    /// relative to the data is up to timing, so cases check for it with an explicit recv step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How received bytes compare with what the case expected at that socket.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    Matches,
+    /// A strict prefix of what was expected arrived.
+    Truncated,
+    /// Everything expected arrived, followed by more.
+    Extra,
+    DiffersAt {
+        offset: usize,
+        expected: u8,
+        got: u8,
+    },
+}
+
+impl Content {
+    pub fn compare(expected: &[u8], got: &[u8]) -> Self {
+        match expected.iter().zip(got).position(|(e, g)| e != g) {
+            Some(offset) => Self::DiffersAt { offset, expected: expected[offset], got: got[offset] },
+            None if got.len() < expected.len() => Self::Truncated,
+            None if got.len() > expected.len() => Self::Extra,
+            None => Self::Matches,
+        }
+    }
+}
+
+/// What the BPF programs reported through the counters map.
+#[derive(Debug, Serialize)]
+pub struct Programs {
+    pub verdict_ran: bool,
+    /// Exact run count, only where the case makes it deterministic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict_runs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parser_ran: Option<bool>,
+    /// The redirect helper found no socket at the target key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redirect_missed: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub helper_failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<Pulled>,
+}
+
+/// The window bpf_msg_pull_data() left in msg->data..msg->data_end.
+#[derive(Debug, Serialize)]
+pub struct Pulled {
+    pub len: u64,
+    pub first_byte: u64,
+}
+
+/// One scripted action of a lifecycle case and what it returned.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    Send {
+        role: Role,
+        len: usize,
+        result: Outcome,
+    },
+    /// One recv(2); `{"ok": 0}` on a stream socket is the end of stream.
+    Recv {
+        role: Role,
+        len: usize,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        peek: bool,
+        result: Outcome,
+        /// The returned bytes against what the role should read next.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<Content>,
+    },
+    /// Reads exactly what the role still expects (waiting for it, bounded).
+    Receive {
+        role: Role,
+        received: usize,
+        content: Content,
+    },
+    Fionread {
+        role: Role,
+        result: Outcome,
+    },
+    /// poll(2) right now, without waiting.
+    Readiness {
+        role: Role,
+        ready: Vec<&'static str>,
+    },
+    /// poll(2) until the socket is readable (or gives up).
+    WaitReadable {
+        role: Role,
+        ready: Vec<&'static str>,
+    },
+    Epoll {
+        role: Role,
+        ready: Vec<&'static str>,
+    },
+    MapDelete {
+        key: u32,
+        result: Outcome,
+    },
+    Shutdown {
+        role: Role,
+        how: &'static str,
+        result: Outcome,
+    },
+    Close {
+        role: Role,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Content;
+
+    #[test]
+    fn content_comparison_names_the_first_difference() {
+        assert_eq!(Content::compare(b"abc", b"abc"), Content::Matches);
+        assert_eq!(Content::compare(b"abc", b"ab"), Content::Truncated);
+        assert_eq!(Content::compare(b"", b"x"), Content::Extra);
+        assert_eq!(Content::compare(b"abc", b"axc"), Content::DiffersAt { offset: 1, expected: b'b', got: b'x' });
+    }
+}

@@ -1,0 +1,531 @@
+//! A case's setup (programs, map, four sockets) and the actions a case takes on it. Every wait is
+//! bounded by [`STALL`] of no progress, so a broken kernel fails a case instead of hanging the suite.
+
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::sync::{Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::bpf::{Action, Bpf, Config, Counter, Hook, MapKind, F_INGRESS};
+use crate::family::Family;
+use crate::observation::{Content, Delivered, Observation, Programs, Pulled, Role, Sent, Status, Step, Unsupported};
+use crate::payload::pattern;
+use crate::sys::{self, errno_name, Errno, Sock, Wakeup, POLL_ALL};
+
+/// How long any wait goes on without progress before the case gives up on it.
+pub const STALL: Duration = Duration::from_secs(2);
+
+pub const KEY_A: u32 = 0;
+pub const KEY_B: u32 = 1;
+
+/// Datagrams in flight at once: enough to keep the path busy, few enough that no receive queue
+/// overflows (even of 16-byte datagrams, each of which costs a whole skb), since datagram families
+/// drop rather than push back.
+const DATAGRAM_WINDOW: usize = 4;
+
+const RECV_CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// sk_msg redirect with BPF_F_INGRESS: A's sends land in B's receive queue.
+    TxToRx,
+    /// sk_skb redirect with BPF_F_INGRESS: what A receives lands in B's receive queue.
+    RxToRx,
+    /// sk_msg redirect to egress: A's sends go out of B, to B's peer.
+    TxToTx,
+    /// sk_skb redirect to egress: what A receives goes out of B, to B's peer.
+    RxToTx,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TxToRx => "tx_to_rx",
+            Self::RxToRx => "rx_to_rx",
+            Self::TxToTx => "tx_to_tx",
+            Self::RxToTx => "rx_to_tx",
+        }
+    }
+
+    pub fn is_tx(self) -> bool {
+        matches!(self, Self::TxToRx | Self::TxToTx)
+    }
+
+    pub fn is_ingress(self) -> bool {
+        matches!(self, Self::TxToRx | Self::RxToRx)
+    }
+
+    /// Who writes the data the redirect acts on.
+    pub fn sender(self) -> Role {
+        if self.is_tx() {
+            Role::A
+        } else {
+            Role::APeer
+        }
+    }
+
+    /// Who should read it after the redirect.
+    pub fn receiver(self) -> Role {
+        if self.is_ingress() {
+            Role::B
+        } else {
+            Role::BPeer
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub path: Path,
+    pub map: MapKind,
+    pub family: Family,
+    /// rx paths: sk_skb stream parser + stream verdict instead of the parser-less sk_skb verdict.
+    pub strparser: bool,
+}
+
+impl Scenario {
+    pub fn new(path: Path, map: MapKind, family: Family) -> Self {
+        Self { path, map, family, strparser: false }
+    }
+
+    pub fn with_strparser(self) -> Self {
+        assert!(!self.path.is_tx(), "the stream parser only sees received data");
+        Self { strparser: true, ..self }
+    }
+
+    pub fn hook(&self) -> Hook {
+        match (self.path.is_tx(), self.strparser) {
+            (true, _) => Hook::Msg,
+            (false, false) => Hook::SkbVerdict,
+            (false, true) => Hook::StreamParser,
+        }
+    }
+
+    /// "<path>_via_<map>[_strparser]_over_<family>_<what>", e.g. tx_to_rx_via_sockhash_over_ipv6_64kib.
+    pub fn case_name(&self, what: &str) -> String {
+        let parser = if self.strparser { "_strparser" } else { "" };
+        format!("{}_via_{}{parser}_over_{}_{what}", self.path.name(), self.map.name(), self.family.name())
+    }
+
+    /// Redirect everything to B, through this scenario's map, in this path's direction.
+    pub fn config(&self) -> Config {
+        Config {
+            action: Action::Redirect as u32,
+            use_hash: u32::from(self.map == MapKind::Sockhash),
+            target_key: KEY_B,
+            flags: if self.path.is_ingress() { F_INGRESS } else { 0 },
+            ..Config::default()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    data: Vec<u8>,
+    eof: bool,
+    error: Option<Errno>,
+}
+
+impl Inbox {
+    fn open(&self) -> bool {
+        !self.eof && self.error.is_none()
+    }
+
+    /// Reads whatever is queued without waiting; returns the byte count.
+    fn take_queued(&mut self, sock: &Sock) -> usize {
+        self.take_up_to(sock, usize::MAX)
+    }
+
+    /// Reads what is queued, up to `limit` bytes, without waiting; returns the byte count.
+    fn take_up_to(&mut self, sock: &Sock, limit: usize) -> usize {
+        let mut buf = vec![0; RECV_CHUNK.min(limit)];
+        let mut total = 0;
+        while self.open() && total < limit {
+            let want = buf.len().min(limit - total);
+            match sock.recv(&mut buf[..want], libc::MSG_DONTWAIT) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.data.extend_from_slice(&buf[..n]);
+                    total += n;
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => self.error = Some(errno),
+            }
+        }
+        total
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    accepted: usize,
+    received: usize,
+    done: bool,
+}
+
+/// Shared between the sender thread and the reader, which wake each other through it.
+#[derive(Default)]
+struct Progress {
+    counts: Mutex<Counts>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn update(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.counts.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+pub struct Rig<'obj> {
+    scenario: Scenario,
+    bpf: Bpf<'obj>,
+    socks: BTreeMap<Role, Sock>,
+    inbox: BTreeMap<Role, Inbox>,
+    expected: BTreeMap<Role, Vec<u8>>,
+    send_offset: BTreeMap<Role, usize>,
+    steps: Vec<Step>,
+    sent: Option<Sent>,
+    pin_verdict_runs: bool,
+    redirect_may_miss: bool,
+}
+
+/// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
+/// observed. A setup step the kernel refuses ends the case as unsupported.
+pub fn observe(scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_>)) -> Observation {
+    let mut object = MaybeUninit::uninit();
+    let bpf = Bpf::load(&mut object, scenario.map, scenario.hook()).expect("loading bpf/sockmap.bpf.c");
+    bpf.configure(&config);
+    if let Err(refused) = bpf.attach(scenario.hook()) {
+        return Observation::refused(refused.step, refused.errno);
+    }
+    let ((a, a_peer), (b, b_peer)) = match (scenario.family.pair(), scenario.family.pair()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(errno), _) | (_, Err(errno)) => return Observation::refused("socket", errno),
+    };
+    for (key, sock) in [(KEY_A, &a), (KEY_B, &b)] {
+        if let Err(errno) = bpf.insert(key, sock) {
+            return Observation::refused("map_update", errno);
+        }
+    }
+    let socks = BTreeMap::from([(Role::A, a), (Role::APeer, a_peer), (Role::B, b), (Role::BPeer, b_peer)]);
+    for sock in socks.values() {
+        sock.set_send_timeout(STALL).expect("SO_SNDTIMEO");
+    }
+    let mut rig = Rig {
+        scenario,
+        bpf,
+        inbox: Role::ALL.into_iter().map(|role| (role, Inbox::default())).collect(),
+        socks,
+        expected: BTreeMap::new(),
+        send_offset: BTreeMap::new(),
+        steps: Vec::new(),
+        sent: None,
+        pin_verdict_runs: false,
+        redirect_may_miss: false,
+    };
+    body(&mut rig);
+    rig.finish()
+}
+
+impl Rig<'_> {
+    pub fn scenario(&self) -> Scenario {
+        self.scenario
+    }
+
+    /// `role` should end the case having read `bytes` (appended to what it already expects).
+    pub fn expect(&mut self, role: Role, bytes: &[u8]) {
+        self.expected.entry(role).or_default().extend_from_slice(bytes);
+    }
+
+    /// Report the verdict program's exact run count: only for cases whose sends make it deterministic.
+    pub fn pin_verdict_runs(&mut self) {
+        self.pin_verdict_runs = true;
+    }
+
+    /// The case takes the redirect target away on purpose; otherwise a redirect helper that finds no
+    /// usable target means the kernel refuses this family as a target on this path.
+    pub fn redirect_may_miss(&mut self) {
+        self.redirect_may_miss = true;
+    }
+
+    /// Where `role`'s next `len` bytes start in its pattern stream; every role sends its own stream.
+    pub fn next_offset(&mut self, role: Role, len: usize) -> usize {
+        let offset = self.send_offset.entry(role).or_default();
+        let start = *offset;
+        *offset += len;
+        start
+    }
+
+    fn sock(&self, role: Role) -> &Sock {
+        self.socks.get(&role).unwrap_or_else(|| panic!("{role:?} was closed earlier in the case"))
+    }
+
+    /// Sends `messages` (one send call each) from `from` while reading every socket, until all of it
+    /// is accounted for or nothing moves for [`STALL`].
+    pub fn transfer(&mut self, from: Role, messages: &[usize]) {
+        let total: usize = messages.iter().sum();
+        let data = pattern(self.next_offset(from, total), total);
+        let window = self.scenario.family.datagram_limit().map(|_| DATAGRAM_WINDOW);
+        let progress = Progress::default();
+        let wakeup = Wakeup::new().expect("eventfd");
+        let (socks, inbox, expected) = (&self.socks, &mut self.inbox, &self.expected);
+        let sender = socks.get(&from).unwrap_or_else(|| panic!("{from:?} was closed earlier in the case"));
+        // On rx paths each skb sits in A's receive queue for a moment before the verdict program
+        // takes it, and a read of A in that moment wins it. So A is only read during the transfer
+        // when it is meant to receive; otherwise by finish(), after the data has settled elsewhere.
+        let racy = !self.scenario.path.is_tx() && !expected.contains_key(&Role::A);
+        let watched: Vec<Role> = socks.keys().copied().filter(|role| !(racy && *role == Role::A)).collect();
+        let (messages_sent, stopped_by) = thread::scope(|scope| {
+            let sending = scope.spawn(|| send_all(sender, &data, messages, window, &progress, &wakeup));
+            read_until_settled(socks, &watched, inbox, expected, &progress, &wakeup);
+            sending.join().expect("sender thread")
+        });
+        self.sent = Some(Sent {
+            from,
+            bytes: progress.counts.lock().unwrap().accepted,
+            messages: messages_sent,
+            planned_messages: messages.len(),
+            stopped_by,
+        });
+    }
+
+    /// One blocking send of the next `len` bytes of `role`'s stream.
+    pub fn send(&mut self, role: Role, len: usize) {
+        let data = pattern(self.next_offset(role, len), len);
+        let result = self.sock(role).send(&data).into();
+        self.steps.push(Step::Send { role, len, result });
+    }
+
+    /// Waits (bounded) until `role` is readable, then one recv of up to `len` bytes.
+    pub fn recv(&mut self, role: Role, len: usize) {
+        sys::poll(&[(self.sock(role).raw(), libc::POLLIN)], STALL).expect("poll");
+        self.recv_now(role, len, 0);
+    }
+
+    /// One non-blocking recv of up to `len` bytes: EAGAIN when nothing is queued.
+    pub fn recv_now(&mut self, role: Role, len: usize, flags: i32) {
+        let mut buf = vec![0; len];
+        let result = self.sock(role).recv(&mut buf, flags | libc::MSG_DONTWAIT);
+        let peek = flags & libc::MSG_PEEK != 0;
+        let content = result.ok().map(|n| {
+            let inbox = &mut self.inbox.get_mut(&role).expect("every role has an inbox");
+            let expected = self.expected.get(&role).map_or(&[][..], Vec::as_slice);
+            let from = inbox.data.len().min(expected.len());
+            let to = (from + n).min(expected.len());
+            let content = Content::compare(&expected[from..to], &buf[..n]);
+            if !peek {
+                inbox.data.extend_from_slice(&buf[..n]);
+            }
+            content
+        });
+        self.steps.push(Step::Recv { role, len, peek, result: result.into(), content });
+    }
+
+    /// Reads exactly what `role` still expects, waiting for it at most [`STALL`] without progress.
+    /// Reads no further, so what follows (an end of stream, say) is left for the next step to see.
+    pub fn receive(&mut self, role: Role) {
+        let sock = self.socks.get(&role).unwrap_or_else(|| panic!("{role:?} was closed earlier in the case"));
+        let inbox = self.inbox.get_mut(&role).expect("every role has an inbox");
+        let expected = self.expected.get(&role).map_or(&[][..], Vec::as_slice);
+        let before = inbox.data.len();
+        let mut last_progress = Instant::now();
+        while inbox.open() && inbox.data.len() < expected.len() && last_progress.elapsed() < STALL {
+            sys::poll(&[(sock.raw(), libc::POLLIN)], STALL - last_progress.elapsed()).expect("poll");
+            if inbox.take_up_to(sock, expected.len() - inbox.data.len()) > 0 {
+                last_progress = Instant::now();
+            }
+        }
+        self.steps.push(Step::Receive {
+            role,
+            received: inbox.data.len() - before,
+            content: Content::compare(&expected[before.min(expected.len())..], &inbox.data[before..]),
+        });
+    }
+
+    pub fn fionread(&mut self, role: Role) {
+        let result = self.sock(role).fionread().into();
+        self.steps.push(Step::Fionread { role, result });
+    }
+
+    /// poll(2) with a zero timeout: the readiness right now.
+    pub fn readiness(&mut self, role: Role) {
+        let ready = self.poll_names(role, Duration::ZERO);
+        self.steps.push(Step::Readiness { role, ready });
+    }
+
+    /// poll(2) for POLLIN (an error or hang-up also ends the wait), bounded by [`STALL`], then the
+    /// full readiness.
+    pub fn wait_readable(&mut self, role: Role) {
+        sys::poll(&[(self.sock(role).raw(), libc::POLLIN)], STALL).expect("poll");
+        let ready = self.poll_names(role, Duration::ZERO);
+        self.steps.push(Step::WaitReadable { role, ready });
+    }
+
+    fn poll_names(&self, role: Role, timeout: Duration) -> Vec<&'static str> {
+        let revents = sys::poll(&[(self.sock(role).raw(), POLL_ALL)], timeout).expect("poll");
+        sys::readiness_names(revents[0])
+    }
+
+    /// epoll_wait with a zero timeout, on a fresh epoll instance.
+    pub fn epoll(&mut self, role: Role) {
+        let ready = sys::epoll_once(self.sock(role), Duration::ZERO).expect("epoll");
+        self.steps.push(Step::Epoll { role, ready });
+    }
+
+    pub fn map_delete(&mut self, key: u32) {
+        let result = self.bpf.remove(key).into();
+        self.steps.push(Step::MapDelete { key, result });
+    }
+
+    pub fn shutdown(&mut self, role: Role, how: i32) {
+        let name = match how {
+            libc::SHUT_RD => "read",
+            libc::SHUT_WR => "write",
+            _ => "both",
+        };
+        let result = self.sock(role).shutdown(how).into();
+        self.steps.push(Step::Shutdown { role, how: name, result });
+    }
+
+    pub fn close(&mut self, role: Role) {
+        self.socks.remove(&role);
+        self.steps.push(Step::Close { role });
+    }
+
+    fn finish(mut self) -> Observation {
+        for (role, sock) in &self.socks {
+            self.inbox.get_mut(role).expect("every role has an inbox").take_queued(sock);
+        }
+        let runs = self.bpf.counter(self.scenario.hook().verdict_counter());
+        let redirect_missed = self.bpf.counter(Counter::RedirectMisses) > 0;
+        let pulled_len = self.bpf.counter(Counter::PulledLen);
+        let programs = Programs {
+            verdict_ran: runs > 0,
+            verdict_runs: self.pin_verdict_runs.then_some(runs),
+            parser_ran: self.scenario.strparser.then(|| self.bpf.counter(Counter::ParserRuns) > 0),
+            redirect_missed,
+            helper_failed: self.bpf.counter(Counter::HelperErrors) > 0,
+            pulled: (pulled_len > 0)
+                .then(|| Pulled { len: pulled_len, first_byte: self.bpf.counter(Counter::PulledFirstByte) }),
+        };
+        let delivered = self
+            .inbox
+            .iter()
+            .map(|(role, inbox)| {
+                let expected = self.expected.get(role).map_or(&[][..], Vec::as_slice);
+                let delivered = Delivered {
+                    expected: expected.len(),
+                    received: inbox.data.len(),
+                    content: Content::compare(expected, &inbox.data),
+                    error: inbox.error.map(errno_name),
+                };
+                (*role, delivered)
+            })
+            .collect();
+        // The kernel took the sockets into the map, but has no hook for this family on this path, or
+        // its redirect helper will not take this family as a target in this direction.
+        let unsupported = if runs == 0 {
+            Some(Unsupported { step: "verdict_program", error: "never_ran".into() })
+        } else if redirect_missed && !self.redirect_may_miss {
+            Some(Unsupported { step: "redirect_helper", error: "target_refused".into() })
+        } else {
+            None
+        };
+        let status = if unsupported.is_some() { Status::Unsupported } else { Status::Supported };
+        Observation { status, unsupported, steps: self.steps, sent: self.sent, delivered, programs: Some(programs) }
+    }
+}
+
+/// The sender side of [`Rig::transfer`]: returns the send calls completed and why it stopped early.
+/// With a `window`, no message goes out while that many messages' worth of bytes are unaccounted for.
+fn send_all(
+    sock: &Sock,
+    data: &[u8],
+    messages: &[usize],
+    window: Option<usize>,
+    progress: &Progress,
+    wakeup: &Wakeup,
+) -> (usize, Option<String>) {
+    let mut offset = 0;
+    let mut outcome = (messages.len(), None);
+    'messages: for (index, &len) in messages.iter().enumerate() {
+        if let Some(window) = window {
+            let counts = progress.counts.lock().unwrap();
+            let (counts, wait) = progress
+                .changed
+                .wait_timeout_while(counts, STALL, |c| c.accepted + len > c.received + window * len)
+                .unwrap();
+            drop(counts);
+            if wait.timed_out() {
+                outcome = (index, Some("stalled".to_string()));
+                break;
+            }
+        }
+        let mut rest = &data[offset..offset + len];
+        while !rest.is_empty() {
+            match sock.send(rest) {
+                Ok(n) => {
+                    rest = &rest[n..];
+                    progress.update(|c| c.accepted += n);
+                    wakeup.wake();
+                }
+                Err(errno) => {
+                    outcome = (index, Some(errno_name(errno)));
+                    break 'messages;
+                }
+            }
+        }
+        offset += len;
+    }
+    progress.update(|c| c.done = true);
+    wakeup.wake();
+    outcome
+}
+
+/// The reader side of [`Rig::transfer`]: reads the watched sockets until the sender is done and the
+/// data is accounted for (every role has what it expects, or as many bytes arrived as were sent),
+/// or nothing moves for [`STALL`].
+fn read_until_settled(
+    socks: &BTreeMap<Role, Sock>,
+    watched: &[Role],
+    inbox: &mut BTreeMap<Role, Inbox>,
+    expected: &BTreeMap<Role, Vec<u8>>,
+    progress: &Progress,
+    wakeup: &Wakeup,
+) {
+    let mut last_progress = Instant::now();
+    let mut accepted_seen = 0;
+    loop {
+        let (accepted, received, done) = {
+            let counts = progress.counts.lock().unwrap();
+            (counts.accepted, counts.received, counts.done)
+        };
+        if accepted != accepted_seen {
+            accepted_seen = accepted;
+            last_progress = Instant::now();
+        }
+        let expectations_met = expected.iter().all(|(role, bytes)| inbox[role].data.len() >= bytes.len());
+        if done && (expectations_met || received >= accepted) {
+            return;
+        }
+        let Some(left) = STALL.checked_sub(last_progress.elapsed()) else { return };
+
+        let open: Vec<Role> = watched.iter().copied().filter(|role| inbox[role].open()).collect();
+        let mut fds = vec![(wakeup.raw(), libc::POLLIN)];
+        fds.extend(open.iter().map(|role| (socks[role].raw(), libc::POLLIN)));
+        let revents = sys::poll(&fds, left).expect("poll");
+        wakeup.clear();
+        for (role, revents) in open.iter().zip(&revents[1..]) {
+            if *revents == 0 {
+                continue;
+            }
+            let n = inbox.get_mut(role).expect("every role has an inbox").take_queued(&socks[role]);
+            if n > 0 {
+                last_progress = Instant::now();
+                progress.update(|c| c.received += n);
+            }
+        }
+    }
+}
