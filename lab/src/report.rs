@@ -91,19 +91,21 @@ impl MutantVerdict {
 
 /// The lines of a failure that say what differed: snapshot diff lines (`-`/`+`) or the panic message.
 fn first_difference(failure: &str) -> String {
-    let diff: Vec<&str> = failure
+    // insta prints "  22    22 │+      \"received\": 0,": keep the sign and the text after the gutter.
+    let diff: Vec<String> = failure
         .lines()
-        .map(str::trim)
-        .filter(|l| {
-            let l = l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '│');
-            (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++") && !l.starts_with("-old") && !l.starts_with("+new")
-        })
+        .filter_map(|l| l.split_once('│').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with('-') || l.starts_with('+'))
+        .map(|l| format!("{}{}", &l[..1], l[1..].split_whitespace().collect::<Vec<_>>().join(" ")))
         .take(4)
         .collect();
     if !diff.is_empty() {
-        return diff.join(" / ");
+        return diff.join(" ");
     }
-    failure.lines().find(|l| l.contains("panicked") || l.contains("assert")).unwrap_or("").trim().to_string()
+    // A plain panic: the message is the line after "panicked at FILE:LINE:".
+    let mut lines = failure.lines().skip_while(|l| !l.contains("panicked at"));
+    let at = lines.next().unwrap_or("").trim();
+    lines.find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()).unwrap_or_else(|| at.to_string())
 }
 
 /// The mutant table, as Markdown (it reads fine in a terminal too).
@@ -121,4 +123,16 @@ pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_the_first_diff_lines_without_the_gutter() {
+        let failure = "Snapshot: x\n-old snapshot\n+new results\n   21    21 │       \"expected\": 1024,\n         22 │+      \"received\": 0,\n   23       │-      \"content\": \"matches\"\n";
+        assert_eq!(first_difference(failure), "+\"received\": 0, -\"content\": \"matches\"");
+        assert_eq!(first_difference("thread 'x' panicked at a.rs:1:1:\nleaked socket b"), "leaked socket b");
+    }
 }
