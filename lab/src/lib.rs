@@ -9,6 +9,7 @@ pub mod build;
 pub mod cache;
 pub mod definition;
 pub mod kconfig;
+pub mod matrix;
 pub mod patches;
 pub mod process;
 pub mod progress;

@@ -79,6 +79,21 @@ enum Command {
         #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
+    /// Run the suite over many kernels: a table of kernels × paths, the cases that differ, JUnit.
+    Matrix {
+        /// Kernels (default: every definition with `matrix = true`).
+        kernels: Vec<String>,
+        /// Guests at once (default: the number of cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        timeout: u64,
+    },
+    /// Manage kernel definitions.
+    Kernels {
+        #[command(subcommand)]
+        action: KernelsAction,
+    },
     /// List kernel definitions and what the cache holds.
     List,
     /// Remove cache entries and build trees (of one kernel, or all).
@@ -91,6 +106,16 @@ enum Command {
         /// Ignore the cached answer and probe again.
         #[arg(long)]
         reprobe: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelsAction {
+    /// Write definitions for prebuilt Debian kernels: `6.1.0-47`, `6.12.117`, or `--all` that apt knows.
+    AddDebian {
+        versions: Vec<String>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -155,6 +180,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
             let opts = suite::SuiteOptions { filter, review };
             let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
+            // The same per-kernel outputs the matrix writes, so a CI job per kernel can publish them.
+            let row = lab::matrix::Row::from_run(&run);
+            std::fs::write(run.results.join("junit.xml"), lab::report::junit(&row))?;
+            std::fs::write(run.results.join("summary.md"), lab::report::matrix_table(std::slice::from_ref(&row), true))?;
             for case in &run.report.cases {
                 println!("{}", lab::report::case_line(case));
             }
@@ -203,6 +232,44 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&verdicts)?)?;
             println!("results: {}", out.display());
             Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
+        }
+        Command::Matrix { kernels: names, jobs, timeout } => {
+            let names = if names.is_empty() { lab::matrix::default_kernels(&kernels)? } else { names };
+            anyhow::ensure!(!names.is_empty(), "no kernels: name some, or mark definitions with `matrix = true`");
+            let project = project_dir(&kernels)?;
+            let exes = suite::build_binaries(&project)?;
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let started = std::time::Instant::now();
+            let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
+            let rows = lab::matrix::run(&kernels, &cache, &names, jobs, &exes, &project, &make_cfg);
+            let diffs = lab::matrix::differences(&rows);
+            let wall = started.elapsed().as_secs_f64();
+            let out = project.join("results").join("matrix");
+            suite::fresh_dir(&out)?;
+            std::fs::create_dir_all(out.join("junit"))?;
+            for row in &rows {
+                std::fs::write(out.join("junit").join(format!("{}.xml", row.kernel)), lab::report::junit(row))?;
+            }
+            let details = lab::report::matrix_details(&rows, &diffs, 20);
+            let md = format!(
+                "# sockmap-lab matrix\n\n{}\n```\n{}```\n\nWall time: {wall:.0}s, {} guest(s) at once.\n",
+                lab::report::matrix_table(&rows, true),
+                details,
+                jobs
+            );
+            std::fs::write(out.join("matrix.md"), md)?;
+            std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&serde_json::json!({"rows": rows, "differences": diffs, "wall_seconds": wall}))?)?;
+            print!("{}", lab::report::matrix_table(&rows, false));
+            print!("{details}");
+            println!("wall time {wall:.0}s; results: {} (matrix.md, matrix.json, junit/)", out.display());
+            Ok(if rows.iter().all(|r| r.green()) { 0 } else { 1 })
+        }
+        Command::Kernels { action: KernelsAction::AddDebian { versions, all } } => {
+            let written = lab::definition::add_debian_images(&kernels, &versions, all)?;
+            for (name, created) in &written {
+                println!("{} kernels/{name}.toml", if *created { "wrote" } else { "kept " });
+            }
+            Ok(0)
         }
         Command::List => {
             let entries = cache.entries();

