@@ -8,7 +8,7 @@ LAB := target/debug/lab
 # pip puts vng next to the interpreter's scripts, which is not always on PATH.
 export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
 
-.PHONY: all deps build lab-test lab-mutants lab-matrix test list clean
+.PHONY: all deps build lab-test lab-mutants lab-matrix lab-bisect lab-bench test list clean
 
 all: build
 
@@ -29,6 +29,22 @@ lab-mutants: deps build
 # The suite over every kernel marked `matrix = true`: table, differences, JUnit under results/matrix/.
 lab-matrix: deps build
 	$(LAB) matrix
+
+# `lab bisect` finds a planted culprit: a kernel history (made once, outside the project, by
+# scripts/make-bisect-fixture.sh) with the tx-ignores-ingress mutant among harmless commits.
+BISECT_FIXTURE ?= $(or $(LAB_CACHE),$(HOME)/.cache/sockmap-lab)/fixtures/bisect-linux
+BISECT_FILTER ?= tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_2
+lab-bisect: deps build
+	scripts/make-bisect-fixture.sh $(BISECT_FIXTURE)
+	$(LAB) bisect --tree $(BISECT_FIXTURE) --good bisect-good --bad bisect-bad $(BISECT_FILTER)
+	@found=$$(python3 -c 'import json; print((json.load(open("results/bisect/result.json"))["first_bad"] or {}).get("commit", ""))'); \
+	planted=$$(git -C $(BISECT_FIXTURE) rev-parse bisect-planted); \
+	if [ "$$found" = "$$planted" ]; then echo "lab-bisect: found the planted commit $$planted"; \
+	else echo "lab-bisect: expected the planted commit $$planted, bisect named '$$found'" >&2; exit 1; fi
+
+# How fast each redirect path is against plain TCP (three guest boots; results/bench/).
+lab-bench: deps build
+	$(LAB) bench $(KERNEL)
 
 # The lab's own tests (host side, plus real boots of real kernels).
 test: deps

@@ -5,6 +5,8 @@
 //! (cases run in the guest) → `report`.
 
 pub mod accel;
+pub mod bench;
+pub mod bisect;
 pub mod build;
 pub mod cache;
 pub mod definition;

@@ -94,10 +94,61 @@ enum Command {
         #[command(subcommand)]
         action: KernelsAction,
     },
+    /// Benchmark each redirect path against plain TCP and AF_UNIX, per message size.
+    Bench {
+        kernel: String,
+        /// A second kernel, benched in the same session, side by side.
+        #[arg(long)]
+        vs: Option<String>,
+        /// Guest boots per kernel (the spread of the ratios comes from these).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
     /// List kernel definitions and what the cache holds.
     List,
     /// Remove cache entries and build trees (of one kernel, or all).
     Clean { kernel: Option<String> },
+    /// Find the first bad commit of a kernel tree (or the first bad kernel of a list) for the cases
+    /// FILTER selects, with `git bisect run` and the lab as the step.
+    Bisect {
+        /// The kernel tree to bisect (left untouched: bisected in a worktree).
+        #[arg(long, conflicts_with = "kernels", requires_all = ["good", "bad"])]
+        tree: Option<PathBuf>,
+        #[arg(long, requires = "tree")]
+        good: Option<String>,
+        #[arg(long, requires = "tree")]
+        bad: Option<String>,
+        /// Build every commit with this definition's config fragments, profile and patches.
+        #[arg(long, default_value = "debian-6.12", conflicts_with = "kernels")]
+        kernel: String,
+        /// Bisect kernel definitions instead, nothing built: `A..B` (ordered by version) or `A,B,C`.
+        #[arg(long, required_unless_present = "tree")]
+        kernels: Option<String>,
+        /// Only cases whose name contains this (libtest's filter).
+        filter: Option<String>,
+        /// Print the plan (worktree, range, step command, selected cases) and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Per step: a guest still running after this many seconds is a hang (the commit is skipped).
+        #[arg(long, default_value_t = 600, env = "LAB_TIMEOUT")]
+        timeout: u64,
+    },
+    /// One `git bisect run` step on the commit being tested: exits 0 good, 1 bad, 125 skip.
+    #[command(hide = true)]
+    BisectStep {
+        /// Tree mode: the definition to build the commit with; without it the commit's subject names the kernel.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// The JSON-lines step log (default: results/bisect/steps.jsonl).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// A suite binary (repeatable; default: build the suite).
+        #[arg(long)]
+        exe: Vec<PathBuf>,
+        #[arg(long, default_value_t = 600, env = "LAB_TIMEOUT")]
+        timeout: u64,
+        filter: Option<String>,
+    },
     /// Show whether guests run under KVM or TCG here, and why.
     Accel {
         /// Kernel to probe with.
@@ -271,6 +322,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Bench { kernel, vs, runs } => {
+            let report = lab::bench::run(&kernels, &cache, &kernel, vs.as_deref(), runs)?;
+            print!("{}", lab::bench::render(&report));
+            Ok(0)
+        }
         Command::List => {
             let entries = cache.entries();
             println!("{:<22} {:<14} {:<8} {}", "KERNEL", "SOURCE", "MATRIX", "CACHED");
@@ -309,6 +365,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let n = cache.clean(kernel.as_deref())?;
             println!("removed {n} cache entr{}", if n == 1 { "y" } else { "ies" });
             Ok(0)
+        }
+        Command::Bisect { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout } => {
+            let opts = lab::bisect::Options { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout };
+            lab::bisect::run(&opts, &kernels, &cache)
+        }
+        Command::BisectStep { kernel, log, exe, timeout, filter } => {
+            let args = lab::bisect::StepArgs { kernel, log, exes: exe, filter };
+            Ok(lab::bisect::step(&args, &kernels, &cache, &|name, kimg| vm_config(&cache, name, kimg, timeout)))
         }
         Command::Accel { kernel, reprobe } => {
             let def = kernels.load(&kernel)?;

@@ -38,7 +38,7 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// On SIGINT/SIGTERM, kill every registered group and exit 130. Staging directories left behind
+/// On SIGINT, SIGTERM or SIGHUP, kill every registered group and exit 130. Staging directories left behind
 /// are never mistaken for cache entries (see `cache`), so exiting here loses nothing.
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {

@@ -101,29 +101,30 @@ fn a_failed_build_shows_the_log_tail_and_leaves_the_cache_alone() {
 
 #[test]
 fn an_interrupted_build_leaves_no_entry() {
-    let f = fixture();
-    f.define("fake", "");
-    let mut cmd = f.lab.cmd(&["build", "fake"]);
-    cmd.env("FAKE_BUILD", "slow");
-    let mut child = cmd.spawn().unwrap();
-    // Wait until make is running, then interrupt as a user would.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while f.builds() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(f.builds(), 1, "make started");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    assert_eq!(f.entries(), 0, "no half entry");
-    // The sleeping make was in lab's process group list and must be gone.
-    std::thread::sleep(Duration::from_millis(300));
-    let ps = std::process::Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "make's children were killed");
+    // Ctrl-C from a terminal, or SIGTERM from a CI runner or `timeout`: both must take make down too.
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let f = fixture();
+        f.define("fake", "");
+        let mut cmd = f.lab.cmd(&["build", "fake"]);
+        cmd.env("FAKE_BUILD", "slow");
+        let mut child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while f.builds() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(f.builds(), 1, "make started");
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "signal {signal}");
+        assert_eq!(f.entries(), 0, "no half entry");
+        std::thread::sleep(Duration::from_millis(300));
+        let ps = std::process::Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
+        assert!(ps.stdout.is_empty(), "make's children were killed (signal {signal})");
 
-    let out = f.lab.run(&["build", "fake"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(f.entries(), 1);
+        let out = f.lab.run(&["build", "fake"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(f.entries(), 1);
+    }
 }
 
 #[test]

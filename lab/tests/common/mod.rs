@@ -50,12 +50,7 @@ pub fn fake_kernel_tarball(root: &Path) -> PathBuf {
     let staging = root.join("tarball-src");
     let top = staging.join("linux-fake");
     std::fs::create_dir_all(&staging).unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(project_root().join("lab/tests/fixtures/fake-kernel"))
-        .arg(&top)
-        .status()
-        .unwrap();
+    let status = Command::new("cp").arg("-r").arg(project_root().join("lab/tests/fixtures/fake-kernel")).arg(&top).status().unwrap();
     assert!(status.success());
     let tarball = root.join("linux-fake.tar.gz");
     let status = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(&staging).arg("linux-fake").status().unwrap();
@@ -66,9 +61,9 @@ pub fn fake_kernel_tarball(root: &Path) -> PathBuf {
 impl Lab {
     /// The user's real cache and the project's kernels: boot tests reuse what `make lab-test` built.
     pub fn real() -> Lab {
-        let cache = std::env::var_os("LAB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/sockmap-lab")
-        });
+        let cache = std::env::var_os("LAB_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/sockmap-lab"));
         Lab { cache, kernels: project_root().join("kernels"), envs: vec![] }
     }
 }

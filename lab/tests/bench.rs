@@ -1,0 +1,151 @@
+//! `lab bench`'s output is well formed: a canned guest sample goes through the host's parser,
+//! summary, comparison, renderer and writers; and one tiny real bench runs in a guest and goes
+//! through the same. Nothing here asserts a figure or a duration: under TCG on a shared host they
+//! mean nothing to a test.
+
+mod common;
+
+use lab::bench::{self, BenchReport, GuestResults, KernelBench, PATHS};
+use lab::vm::Accel;
+
+/// A real `benchcases` output (debian-6.12 under TCG; sizes 16 B, 1 KiB, 64 KiB; 3 runs per point).
+const SAMPLE: &str = include_str!("fixtures/bench-guest.json");
+
+fn sample() -> GuestResults {
+    bench::parse_guest(SAMPLE).expect("the sample parses")
+}
+
+/// Every path has a row for every size, with figures, and the table and plot say so.
+fn assert_complete(bench: &KernelBench) {
+    for &path in PATHS {
+        for &size in &bench.settings.sizes {
+            let t = bench.throughput.iter().find(|t| t.path == path && t.size == size);
+            let t = t.unwrap_or_else(|| panic!("no throughput row for {path} at {size} B"));
+            assert!(t.mb_per_s.is_some_and(|s| s.min <= s.median && s.median <= s.max && s.min > 0.0), "{t:?}");
+            assert!(t.switches_per_message.is_some() && t.system_switches_per_message.is_some(), "{t:?}");
+            assert!(t.vs_tcp.is_some(), "{t:?}");
+        }
+        for &size in &bench.settings.latency_sizes {
+            let l = bench.latency.iter().find(|l| l.path == path && l.size == size).unwrap();
+            assert!(l.one_way_p50_us.zip(l.one_way_p99_us).is_some_and(|(p50, p99)| p50.median <= p99.max), "{l:?}");
+            assert!(l.round_trip_p50_us.is_some() && l.vs_tcp.is_some(), "{l:?}");
+        }
+    }
+}
+
+#[test]
+fn a_guest_sample_becomes_a_table_json_and_a_plot() {
+    let mut broken = sample();
+    let point = broken.throughput.iter_mut().find(|p| p.path == "rx_to_tx" && p.size == 1024).unwrap();
+    point.runs.truncate(1);
+    point.error = Some("run 3: receiving: stalled: nothing arrived for 5s after 0 bytes".into());
+
+    let base = bench::summarize("debian-6.12", "6.12.117", Accel::Tcg, 1, vec![sample(), broken], vec![20.0, 21.0]).unwrap();
+    assert_complete(&base);
+    let tcp = base.throughput.iter().find(|t| t.path == "tcp" && t.size == 16).unwrap();
+    assert_eq!(tcp.vs_tcp.unwrap().median, 1.0, "TCP over itself");
+    assert_eq!(tcp.mb_per_s.unwrap().n, 6, "two boots of three runs");
+    assert_eq!(tcp.vs_tcp.unwrap().n, 2, "one ratio per boot");
+    let failed = base.throughput.iter().find(|t| t.path == "rx_to_tx" && t.size == 1024).unwrap();
+    assert_eq!(failed.errors, vec!["boot 2: run 3: receiving: stalled: nothing arrived for 5s after 0 bytes"]);
+
+    let other = bench::summarize("debian-6.1", "6.1.158", Accel::Tcg, 1, vec![sample(), sample()], vec![20.0, 20.0]).unwrap();
+    let comparison = bench::compare(&base, &other);
+    assert_eq!(comparison.throughput.len(), PATHS.len() * 3);
+    let same = comparison.throughput.iter().find(|r| r.path == "tcp" && r.size == 16).unwrap();
+    assert_eq!(same.ratio.unwrap().median, 1.0, "identical boots compare as 1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = BenchReport { kernels: vec![base, other], comparison: Some(comparison), wall_seconds: 100.0, files: vec![] };
+    report.files = bench::write(&report, dir.path()).unwrap();
+    let names: Vec<String> = report.files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        names,
+        [
+            "debian-6.12.json",
+            "debian-6.12.svg",
+            "debian-6.1.json",
+            "debian-6.1.svg",
+            "debian-6.12-vs-debian-6.1.json",
+            "debian-6.12-vs-debian-6.1.svg"
+        ]
+    );
+
+    // The JSON reads back as what was written, for later comparisons.
+    let back: KernelBench = serde_json::from_str(&std::fs::read_to_string(dir.path().join("debian-6.12.json")).unwrap()).unwrap();
+    assert_eq!(back.boots.len(), 2);
+    assert_eq!(back.throughput.len(), report.kernels[0].throughput.len());
+
+    let svg = std::fs::read_to_string(dir.path().join("debian-6.12.svg")).unwrap();
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), PATHS.len(), "a line per path");
+    assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    assert!(svg.contains("TCG"), "the plot says the figures are emulated");
+    let both = std::fs::read_to_string(dir.path().join("debian-6.12-vs-debian-6.1.svg")).unwrap();
+    assert_eq!(both.matches("<polyline").count(), 2 * PATHS.len());
+
+    let text = bench::render(&report);
+    assert!(text.contains("under TCG") && text.contains("read the ratios"), "{text}");
+    for label in ["16 B", "1 KiB", "64 KiB"] {
+        assert!(text.contains(label), "{label} column: {text}");
+    }
+    for path in PATHS {
+        assert!(
+            text.lines().filter(|l| l.starts_with(&format!("{path} "))).count() >= 3,
+            "{path}: throughput, switches, latency rows: {text}"
+        );
+    }
+    assert!(text.contains("x "), "ratios with their spread: {text}");
+    assert!(text.contains("throughput rx_to_tx 1 KiB: boot 2: run 3"), "{text}");
+    assert!(text.contains("debian-6.1 / debian-6.12"), "{text}");
+    assert!(text.contains("debian-6.12-vs-debian-6.1.svg"), "{text}");
+}
+
+#[test]
+fn a_guest_binary_out_of_step_with_the_parser_is_an_error() {
+    let mut value: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+    value["throughput"][0]["runs"][0].as_object_mut().unwrap().remove("bytes");
+    let err = bench::parse_guest(&value.to_string()).unwrap_err();
+    assert!(format!("{err:#}").contains("bytes"), "{err:#}");
+}
+
+/// A real boot (about 20 s under TCG, after the kernel and the bench binary are built): the guest
+/// binary's output goes through the host's parser and renderer.
+#[test]
+fn a_tiny_bench_runs_in_a_real_guest() {
+    let project = common::project_root().canonicalize().unwrap();
+    let kernels = lab::definition::KernelsDir { dir: project.join("kernels") };
+    let cache = lab::cache::Cache::open(&common::Lab::real().cache).unwrap();
+    let def = kernels.load("debian-6.12").unwrap();
+    let built = lab::build::build(&def, &kernels, &cache, &lab::build::BuildOptions::default()).unwrap();
+    let exe = bench::build_binary(&project).unwrap();
+    // Under the project, not /tmp: the guest sees the host's /tmp through an overlay of its own.
+    let dir = tempfile::tempdir_in(project.join("target")).unwrap();
+    let cfg = bench::vm_config(&cache, "debian-6.12", &built.entry.kernel_image()).unwrap();
+    let (accel, cpus) = (cfg.accel, cfg.cpus);
+    let args: Vec<String> =
+        ["--sizes", "16,4096", "--point-ms", "10", "--latency-ms", "10", "--warmup", "0", "--repeats", "2"].map(String::from).to_vec();
+    let (results, run) = bench::boot_once("smoke", &built.entry, &exe, dir.path(), cfg, &args).unwrap();
+
+    assert_eq!(results.release, built.entry.manifest.release);
+    assert_eq!(results.throughput.len(), PATHS.len() * 2);
+    for point in &results.throughput {
+        assert_eq!((point.runs.len(), &point.error), (2, &None), "{} {} B", point.path, point.size);
+        for r in &point.runs {
+            assert!(r.messages > 0 && r.seconds > 0.0, "{r:?}");
+            assert_eq!(r.bytes, r.messages * point.size as u64, "every byte sent arrived: {} {r:?}", point.path);
+        }
+    }
+    for point in &results.latency {
+        assert_eq!((point.runs.len(), &point.error), (2, &None), "{} latency", point.path);
+        assert!(point.runs.iter().all(|r| r.samples >= 100), "{point:?}");
+    }
+
+    let summary =
+        bench::summarize("debian-6.12", &built.entry.manifest.release, accel, cpus, vec![results], vec![run.wall.as_secs_f64()]).unwrap();
+    assert_complete(&summary);
+    let report = BenchReport { kernels: vec![summary], comparison: None, wall_seconds: run.wall.as_secs_f64(), files: vec![] };
+    let text = bench::render(&report);
+    assert!(text.contains(&format!("under {}", accel.as_str().to_uppercase())), "{text}");
+    assert!(!text.contains("error") && !text.contains("failed"), "{text}");
+}
