@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["sockmap"];
+const PROGRAMS: &[&str] = &["sockmap", "accounting"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -25,8 +25,8 @@ fn main() {
             .build_and_generate(&skeleton)
             .unwrap_or_else(|err| panic!("building {}: {err:#}", source.display()));
         println!("cargo:rerun-if-changed={}", source.display());
+        println!("cargo:rerun-if-changed={}", bpf_dir.join(format!("{name}.h")).display());
     }
-    println!("cargo:rerun-if-changed={}", bpf_dir.join("sockmap.h").display());
 
     // insta otherwise runs `cargo metadata` to find the workspace, which the guest may not manage.
     let workspace = manifest_dir.parent().expect("testcases/ sits in the workspace root");

@@ -1,22 +1,39 @@
-//! Running a case end to end: guest check, fresh namespace, observation, snapshot, result file.
+//! Running a case end to end: guest check, fresh namespace, observation, accounting, snapshot,
+//! result file.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::accounting::{Accounting, Audit, Ledger, Mechanism};
 use crate::bpf::Config;
-use crate::guest::{enter_fresh_netns, kernel_family, kernel_release, require_guest};
+use crate::guest::{capture_libbpf_log, enter_fresh_netns, kernel_family, kernel_release, require_guest};
 use crate::observation::{Observation, Status};
 use crate::rig::{observe, Rig, Scenario};
 
 /// Runs one case named `name`: sets `scenario` up with `config`, lets `body` act on it, and checks
-/// the observation against the case's snapshot.
+/// the observation, and how every socket of the case died, against the case's snapshot. A socket
+/// that did not die clean, a kernel splat or sockstat off its baseline fails the case whatever the
+/// snapshot says, so that reviewing snapshots cannot make such a case pass.
 pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_>)) {
     require_guest();
+    capture_libbpf_log();
     enter_fresh_netns().expect("entering a fresh network namespace");
-    let observation = observe(scenario, config, body);
-    check(name, &observation);
+    let audit = Audit::begin();
+    let mechanism = audit.mechanism();
+    let mut ledger = Ledger::default();
+    let observation = observe(scenario, config, &mut ledger, body);
+    let (accounting, unclean) = audit.finish(&ledger);
+    check(name, &Observed { observation, accounting }, mechanism, unclean);
+}
+
+/// What a case's snapshot holds.
+#[derive(Debug, Serialize)]
+struct Observed {
+    #[serde(flatten)]
+    observation: Observation,
+    accounting: Accounting,
 }
 
 /// The top-level snapshots/ folder.
@@ -31,19 +48,22 @@ struct CaseResult<'a> {
     /// libtest's name for the case (rstest's generated path), to join with libtest's own report.
     test: Option<&'a str>,
     /// "passed", "unsupported" (matched its snapshot, and the kernel does not support the path),
-    /// or "failed" (did not match its snapshot).
+    /// or "failed" (did not match its snapshot, or its sockets did not all die clean).
     status: &'static str,
     kernel: &'a str,
     /// The snapshot file compared against, relative to snapshots/.
     snapshot: String,
+    /// How the accounting probe hooked the socket destructors.
+    accounting_probe: Mechanism,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
-    observation: &'a Observation,
+    observation: &'a Observed,
 }
 
 /// Compares with snapshots/<name>@<kernel family>.snap when that exists (kernel series that behave
-/// differently on purpose), else with snapshots/<name>.snap; then writes the result file.
-fn check(name: &str, observation: &Observation) {
+/// differently on purpose), else with snapshots/<name>.snap; then writes the result file. `unclean`
+/// is the accounting's evidence against the case, if any.
+fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<String>) {
     let release = kernel_release();
     let family = kernel_family(&release);
     let dir = snapshot_dir();
@@ -59,16 +79,22 @@ fn check(name: &str, observation: &Observation) {
     };
 
     let outcome =
-        panic::catch_unwind(AssertUnwindSafe(|| settings.bind(|| insta::assert_json_snapshot!(name, observation))));
+        panic::catch_unwind(AssertUnwindSafe(|| settings.bind(|| insta::assert_json_snapshot!(name, observed))));
 
-    let failure = outcome.as_ref().err().map(|payload| {
+    let mismatch = outcome.as_ref().err().map(|payload| {
         payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "snapshot assertion failed".to_string())
     });
-    let status = match (&failure, observation.status) {
+    let unclean = unclean.map(|evidence| format!("accounting: {name} did not end clean:\n{evidence}"));
+    let failure = match (&mismatch, &unclean) {
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+        (Some(mismatch), Some(unclean)) => Some(format!("{unclean}\n{mismatch}")),
+    };
+    let status = match (&failure, observed.observation.status) {
         (Some(_), _) => "failed",
         (None, Status::Supported) => "passed",
         (None, Status::Unsupported) => "unsupported",
@@ -80,10 +106,15 @@ fn check(name: &str, observation: &Observation) {
         status,
         kernel: &release,
         snapshot,
+        accounting_probe: mechanism,
         failure,
-        observation,
+        observation: observed,
     });
 
+    if let Some(unclean) = unclean {
+        let also = if mismatch.is_some() { "\n(and the snapshot does not match: see above)" } else { "" };
+        panic!("{unclean}{also}");
+    }
     if let Err(payload) = outcome {
         panic::resume_unwind(payload);
     }

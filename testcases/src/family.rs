@@ -1,5 +1,7 @@
 //! Connected socket pairs, one factory per socket family the suite covers.
 
+use crate::accounting::Ledger;
+use crate::observation::Side;
 use crate::sys::{Errno, Sock, SockAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,17 +38,26 @@ impl Family {
         matches!(self, Self::Udp | Self::UnixDgram).then_some(DATAGRAM_LIMIT)
     }
 
-    /// Two connected sockets: (the socket a case puts in the map, its peer).
-    pub fn pair(self) -> Result<(Sock, Sock), Errno> {
+    /// Two connected sockets for `side`: (the socket a case puts in the map, its peer). Every socket
+    /// made on the way is in `ledger` as soon as it exists, listeners included.
+    pub fn pair(self, side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
         match self {
-            Self::Ipv4 => tcp_pair(ipv4_loopback()),
-            Self::Ipv6 => tcp_pair(ipv6_loopback()),
-            Self::Udp => udp_pair(),
-            Self::UnixStream => Sock::socketpair(libc::AF_UNIX, libc::SOCK_STREAM),
-            Self::UnixDgram => Sock::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM),
-            Self::Vsock => vsock_pair(),
+            Self::Ipv4 => tcp_pair(ipv4_loopback(), side, ledger),
+            Self::Ipv6 => tcp_pair(ipv6_loopback(), side, ledger),
+            Self::Udp => udp_pair(side, ledger),
+            Self::UnixStream => socketpair(libc::SOCK_STREAM, side, ledger),
+            Self::UnixDgram => socketpair(libc::SOCK_DGRAM, side, ledger),
+            Self::Vsock => vsock_pair(side, ledger),
         }
     }
+}
+
+fn socketpair(kind: i32, side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+    let (role, peer_role, _) = side.roles();
+    let (sock, peer) = Sock::socketpair(libc::AF_UNIX, kind)?;
+    ledger.record(role, &sock);
+    ledger.record(peer_role, &peer);
+    Ok((sock, peer))
 }
 
 fn ipv4_loopback() -> (i32, SockAddr) {
@@ -70,29 +81,38 @@ fn ipv6_loopback() -> (i32, SockAddr) {
     (libc::AF_INET6, SockAddr::from(addr))
 }
 
-/// Listener, connect, accept: returns (client, accepted).
+/// Listener, connect, accept: returns (client, accepted); the listener is closed on return.
 fn stream_pair(
     domain: i32,
     bind_to: &SockAddr,
     connect_to: impl Fn(SockAddr) -> SockAddr,
+    side: Side,
+    ledger: &mut Ledger,
 ) -> Result<(Sock, Sock), Errno> {
+    let (role, peer_role, listener_role) = side.roles();
     let listener = Sock::new(domain, libc::SOCK_STREAM)?;
+    ledger.record(listener_role, &listener);
     listener.bind(bind_to)?;
     listener.listen()?;
     let client = Sock::new(domain, libc::SOCK_STREAM)?;
+    ledger.record(role, &client);
     client.connect(&connect_to(listener.local_addr()?))?;
     let server = listener.accept()?;
+    ledger.record(peer_role, &server);
     Ok((client, server))
 }
 
-fn tcp_pair((domain, loopback): (i32, SockAddr)) -> Result<(Sock, Sock), Errno> {
-    stream_pair(domain, &loopback, |bound| bound)
+fn tcp_pair((domain, loopback): (i32, SockAddr), side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+    stream_pair(domain, &loopback, |bound| bound, side, ledger)
 }
 
-fn udp_pair() -> Result<(Sock, Sock), Errno> {
+fn udp_pair(side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+    let (role, peer_role, _) = side.roles();
     let (domain, loopback) = ipv4_loopback();
     let one = Sock::new(domain, libc::SOCK_DGRAM)?;
+    ledger.record(role, &one);
     let other = Sock::new(domain, libc::SOCK_DGRAM)?;
+    ledger.record(peer_role, &other);
     one.bind(&loopback)?;
     other.bind(&loopback)?;
     one.connect(&other.local_addr()?)?;
@@ -110,10 +130,11 @@ fn vsock_addr(cid: u32, port: u32) -> SockAddr {
 }
 
 /// vsock is not namespaced, so the port is left to the kernel to keep cases apart.
-fn vsock_pair() -> Result<(Sock, Sock), Errno> {
-    stream_pair(libc::AF_VSOCK, &vsock_addr(libc::VMADDR_CID_ANY, libc::VMADDR_PORT_ANY), |bound| {
+fn vsock_pair(side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+    let connect_to = |bound: SockAddr| {
         // SAFETY: getsockname on an AF_VSOCK socket fills a sockaddr_vm.
         let port = unsafe { bound.read::<libc::sockaddr_vm>() }.svm_port;
         vsock_addr(libc::VMADDR_CID_LOCAL, port)
-    })
+    };
+    stream_pair(libc::AF_VSOCK, &vsock_addr(libc::VMADDR_CID_ANY, libc::VMADDR_PORT_ANY), connect_to, side, ledger)
 }

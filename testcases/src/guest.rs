@@ -14,6 +14,12 @@ pub fn require_guest() {
     }
 }
 
+/// libbpf logs to stderr directly by default, which libtest does not capture: its lines would land in
+/// the middle of libtest's own. Through eprint! they are captured, and shown with a failing case.
+pub fn capture_libbpf_log() {
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, |_, msg| eprint!("{msg}"))));
+}
+
 /// Moves the calling thread into a new network namespace with `lo` up, so that no port, socket or
 /// map entry of one case can be seen by the next.
 pub fn enter_fresh_netns() -> io::Result<()> {

@@ -4,12 +4,17 @@
 //! A case loads bpf/sockmap.bpf.c (compiled into a skeleton by build.rs), steers it through its
 //! `config` map, builds two connected socket pairs (A and its peer, B and its peer), puts A and B in
 //! a sockmap or sockhash, moves data, and records what every socket saw as an [`Observation`], which
-//! is compared with an insta snapshot in the top-level snapshots/ folder.
+//! is compared with an insta snapshot in the top-level snapshots/ folder. Every case is also audited
+//! (accounting.rs, bpf/accounting.bpf.c): each socket it created must be destroyed with its memory
+//! counters at zero, /proc/net/sockstat must come back to its baseline, and the kernel must log no
+//! splat; the outcome is part of the snapshot, and anything unclean fails the case regardless.
 
+pub mod accounting;
 pub mod bpf;
 mod case;
 pub mod family;
 pub mod guest;
+pub mod kmsg;
 pub mod observation;
 pub mod payload;
 pub mod rig;

@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use crate::sys::{errno_name, Errno};
 
-/// The four sockets of a case. A is in the map and its traffic is redirected; B is the redirect
-/// target, also in the map. Each has a connected peer outside the map.
+/// The sockets of a case. A is in the map and its traffic is redirected; B is the redirect target,
+/// also in the map. Each has a connected peer outside the map. On stream families each peer was
+/// accepted from a listener, which is closed right after; listeners only show up in the accounting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -16,10 +17,42 @@ pub enum Role {
     APeer,
     B,
     BPeer,
+    AListener,
+    BListener,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::A, Role::APeer, Role::B, Role::BPeer];
+    /// The sockets that stay open through the case.
+    pub const CONNECTED: [Role; 4] = [Role::A, Role::APeer, Role::B, Role::BPeer];
+
+    /// As the observations name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::APeer => "a_peer",
+            Self::B => "b",
+            Self::BPeer => "b_peer",
+            Self::AListener => "a_listener",
+            Self::BListener => "b_listener",
+        }
+    }
+}
+
+/// One of a case's two connected pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    /// (the socket that goes in the map, its peer, the listener the peer is accepted from).
+    pub fn roles(self) -> (Role, Role, Role) {
+        match self {
+            Self::A => (Role::A, Role::APeer, Role::AListener),
+            Self::B => (Role::B, Role::BPeer, Role::BListener),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

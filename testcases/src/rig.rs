@@ -7,9 +7,12 @@ use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::accounting::Ledger;
 use crate::bpf::{Action, Bpf, Config, Counter, Hook, MapKind, F_INGRESS};
 use crate::family::Family;
-use crate::observation::{Content, Delivered, Observation, Programs, Pulled, Role, Sent, Status, Step, Unsupported};
+use crate::observation::{
+    Content, Delivered, Observation, Programs, Pulled, Role, Sent, Side, Status, Step, Unsupported,
+};
 use crate::payload::pattern;
 use crate::sys::{self, errno_name, Errno, Sock, Wakeup, POLL_ALL};
 
@@ -192,18 +195,25 @@ pub struct Rig<'obj> {
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
-/// observed. A setup step the kernel refuses ends the case as unsupported.
-pub fn observe(scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_>)) -> Observation {
+/// observed. A setup step the kernel refuses ends the case as unsupported. Every socket created is
+/// recorded in `ledger`, and closed by the time this returns.
+pub fn observe(
+    scenario: Scenario,
+    config: Config,
+    ledger: &mut Ledger,
+    body: impl FnOnce(&mut Rig<'_>),
+) -> Observation {
     let mut object = MaybeUninit::uninit();
     let bpf = Bpf::load(&mut object, scenario.map, scenario.hook()).expect("loading bpf/sockmap.bpf.c");
     bpf.configure(&config);
     if let Err(refused) = bpf.attach(scenario.hook()) {
         return Observation::refused(refused.step, refused.errno);
     }
-    let ((a, a_peer), (b, b_peer)) = match (scenario.family.pair(), scenario.family.pair()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(errno), _) | (_, Err(errno)) => return Observation::refused("socket", errno),
-    };
+    let ((a, a_peer), (b, b_peer)) =
+        match (scenario.family.pair(Side::A, ledger), scenario.family.pair(Side::B, ledger)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(errno), _) | (_, Err(errno)) => return Observation::refused("socket", errno),
+        };
     for (key, sock) in [(KEY_A, &a), (KEY_B, &b)] {
         if let Err(errno) = bpf.insert(key, sock) {
             return Observation::refused("map_update", errno);
@@ -216,7 +226,7 @@ pub fn observe(scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_
     let mut rig = Rig {
         scenario,
         bpf,
-        inbox: Role::ALL.into_iter().map(|role| (role, Inbox::default())).collect(),
+        inbox: Role::CONNECTED.into_iter().map(|role| (role, Inbox::default())).collect(),
         socks,
         expected: BTreeMap::new(),
         send_offset: BTreeMap::new(),

@@ -59,6 +59,17 @@ impl Sock {
         self.set_option(libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)
     }
 
+    /// SO_COOKIE: the socket's unique id, which the kernel assigns on first use and never reuses.
+    pub fn cookie(&self) -> Result<u64, Errno> {
+        let mut cookie: u64 = 0;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        // SAFETY: SO_COOKIE writes one u64 and `len` says so.
+        check_unit(unsafe {
+            libc::getsockopt(self.raw(), libc::SOL_SOCKET, libc::SO_COOKIE, (&mut cookie as *mut u64).cast(), &mut len)
+        })?;
+        Ok(cookie)
+    }
+
     fn set_option<T>(&self, level: i32, name: i32, value: &T) -> Result<(), Errno> {
         // SAFETY: `value` is valid for size_of::<T>() bytes.
         check_unit(unsafe {
