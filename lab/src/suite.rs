@@ -183,17 +183,30 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, filter: O
 
 /// Read libtest's human output: `test NAME ... ok|FAILED|ignored`, then the failures section.
 pub fn parse_libtest(output: &str) -> Vec<(String, Status, Option<String>)> {
+    let verdict = |word: &str| match word.trim() {
+        "ok" => Some(Status::Passed),
+        "FAILED" => Some(Status::Failed),
+        v if v.starts_with("ignored") => Some(Status::Ignored),
+        _ => None,
+    };
     let mut cases: Vec<(String, Status, Option<String>)> = Vec::new();
+    // Output a case prints outside libtest's capture (insta's "stored new snapshot" notice in review
+    // mode) lands between "test NAME ... " and its verdict; the verdict then ends a later line.
+    let mut pending: Option<String> = None;
     for line in output.lines() {
-        let Some(rest) = line.strip_prefix("test ") else { continue };
-        let Some((name, verdict)) = rest.rsplit_once(" ... ") else { continue };
-        let status = match verdict.trim() {
-            "ok" => Status::Passed,
-            "FAILED" => Status::Failed,
-            v if v.starts_with("ignored") => Status::Ignored,
-            _ => continue,
-        };
-        cases.push((name.trim().to_string(), status, None));
+        if let Some((name, rest)) = line.strip_prefix("test ").and_then(|r| r.split_once(" ... ")) {
+            match verdict(rest) {
+                Some(status) => cases.push((name.trim().to_string(), status, None)),
+                None => pending = Some(name.trim().to_string()),
+            }
+            continue;
+        }
+        if let Some(name) = pending.as_ref() {
+            if let Some(status) = line.split_whitespace().last().and_then(verdict) {
+                cases.push((name.clone(), status, None));
+                pending = None;
+            }
+        }
     }
     // libtest prints "---- NAME stdout ----" followed by the captured output and panic message.
     let mut current: Option<(String, String)> = None;
@@ -324,6 +337,13 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(failed.1, Status::Failed);
         let text = failed.2.as_deref().unwrap();
         assert!(text.contains("+    bytes: 1") && text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    fn a_verdict_after_interleaved_output_is_still_read() {
+        let out = "test tx_to_rx::a ... stored new snapshot /work/main/snapshots/x.snap.new\nok\ntest tx_to_rx::b ... \ninfo: something\nFAILED\n";
+        let cases = parse_libtest(out);
+        assert_eq!(cases.iter().map(|c| (c.0.as_str(), c.1)).collect::<Vec<_>>(), [("tx_to_rx::a", Status::Passed), ("tx_to_rx::b", Status::Failed)]);
     }
 
     #[test]
