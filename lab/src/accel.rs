@@ -85,6 +85,23 @@ pub fn choose(cache: &Cache, kimg: &Path, reprobe: bool) -> anyhow::Result<Decis
     Ok(decision)
 }
 
+/// The lab's usual VM configuration for booting `kimg`, with the accelerator chosen for this host;
+/// callers adjust what they need (CPUs, writable directories...).
+pub fn vm_config(cache: &Cache, name: &str, kimg: &Path, timeout: Duration) -> anyhow::Result<VmConfig> {
+    let decision = choose(cache, kimg, false)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    Ok(VmConfig {
+        accel: decision.accel,
+        memory: "2G".into(),
+        cpus: 2,
+        timeout,
+        show_console: false,
+        rwdirs: vec![],
+        cwd: None,
+        console_log: cache.path("logs").join(format!("console-{name}-{stamp}.log")),
+    })
+}
+
 /// Boot `kimg` under KVM and see whether a command runs.
 fn probe(cache: &Cache, kimg: &Path) -> Decision {
     eprintln!("lab: probing whether KVM can boot a guest here (at most {}s, once per host)", PROBE_TIMEOUT.as_secs());

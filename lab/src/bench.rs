@@ -234,17 +234,9 @@ pub fn run(kernels: &KernelsDir, cache: &Cache, kernel: &str, vs: Option<&str>, 
 /// shared with the suite's build, and nothing of theirs is on the per-message path.
 pub fn build_binary(project: &Path) -> anyhow::Result<PathBuf> {
     let step = Step::start("building the bench");
-    let out = std::process::Command::new("cargo")
-        .args(["build", "-p", "benchcases", "--message-format=json-render-diagnostics"])
-        .current_dir(project)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run cargo to build the bench")?;
-    anyhow::ensure!(out.status.success(), "building the bench (cargo build -p benchcases) failed; see above");
-    let exe = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "benchcases")
+    let exe = process::cargo_artifacts(project, &["build", "-p", "benchcases"])?
+        .into_iter()
+        .filter(|msg| msg["target"]["name"] == "benchcases")
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .context("cargo built no benchcases executable")?;
     step.finish(&exe.display().to_string());
@@ -265,18 +257,9 @@ fn bench_cpus(accel: Accel) -> u32 {
 
 /// A VM configuration for benching `kimg`, with the accelerator chosen for this host.
 pub fn vm_config(cache: &Cache, name: &str, kimg: &Path) -> anyhow::Result<VmConfig> {
-    let decision = accel::choose(cache, kimg, false)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    Ok(VmConfig {
-        accel: decision.accel,
-        memory: "2G".into(),
-        cpus: bench_cpus(decision.accel),
-        timeout: GUEST_TIMEOUT,
-        show_console: false,
-        rwdirs: vec![],
-        cwd: None,
-        console_log: cache.path("logs").join(format!("console-bench-{name}-{stamp}.log")),
-    })
+    let mut cfg = accel::vm_config(cache, &format!("bench-{name}"), kimg, GUEST_TIMEOUT)?;
+    cfg.cpus = bench_cpus(cfg.accel);
+    Ok(cfg)
 }
 
 /// One boot: run `exe` (with `args`, e.g. smaller sizes) in the guest, writing into `dir`, and read

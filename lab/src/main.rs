@@ -390,18 +390,7 @@ fn project_dir(kernels: &KernelsDir) -> anyhow::Result<std::path::PathBuf> {
 
 /// A VM configuration for a kernel image, with the accelerator chosen for this host.
 fn vm_config(cache: &Cache, name: &str, kimg: &std::path::Path, timeout: u64) -> anyhow::Result<VmConfig> {
-    let decision = accel::choose(cache, kimg, false)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    Ok(VmConfig {
-        accel: decision.accel,
-        memory: "2G".into(),
-        cpus: 2,
-        timeout: Duration::from_secs(timeout),
-        show_console: false,
-        rwdirs: vec![],
-        cwd: None,
-        console_log: cache.path("logs").join(format!("console-{name}-{stamp}.log")),
-    })
+    accel::vm_config(cache, name, kimg, Duration::from_secs(timeout))
 }
 
 /// Turn a guest run into lab's exit code, explaining anything that is not a plain exit.

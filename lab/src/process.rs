@@ -146,6 +146,24 @@ pub fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Run `cargo ARGS --message-format=json-render-diagnostics` in `project` (diagnostics go to the
+/// terminal) and return its compiler-artifact messages: how the lab finds the binaries it runs in guests.
+pub fn cargo_artifacts(project: &Path, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let out = std::process::Command::new("cargo")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(project)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    anyhow::ensure!(out.status.success(), "`cargo {}` failed; see above", args.join(" "));
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,21 +140,11 @@ pub fn path_of(name: &str) -> String {
 /// Build the suite's test binaries (host side) and return their paths.
 pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let step = Step::start("building the suite");
-    let out = std::process::Command::new("cargo")
-        .args(["test", "-p", "testcases", "--no-run", "--message-format=json-render-diagnostics"])
-        .current_dir(project)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run cargo to build the suite")?;
-    anyhow::ensure!(out.status.success(), "building the suite (cargo test -p testcases --no-run) failed; see above");
     let mut exes = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true {
-            let is_test_target = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
-            if let (true, Some(exe)) = (is_test_target, msg["executable"].as_str()) {
-                exes.push(PathBuf::from(exe));
-            }
+    for msg in process::cargo_artifacts(project, &["test", "-p", "testcases", "--no-run"])? {
+        let is_test_target = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, true, Some(exe)) = (msg["profile"]["test"] == true, is_test_target, msg["executable"].as_str()) {
+            exes.push(PathBuf::from(exe));
         }
     }
     anyhow::ensure!(!exes.is_empty(), "cargo built no test binaries for the suite");
