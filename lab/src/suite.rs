@@ -160,6 +160,12 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, filter: O
         shell_words::quote(&project.display().to_string()),
         if review { "new" } else { "no" },
     );
+    // kmemleak (debug kernels) reports per boot: forget what boot itself left, so that what remains
+    // after the suite is the suite's.
+    script.push_str(&format!(
+        "KML={KMEMLEAK}; [ -e $KML ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; \
+         if [ -w $KML ]; then echo scan > $KML; echo clear > $KML; fi; "
+    ));
     for exe in exes {
         let mut args = vec![exe.display().to_string(), "--test-threads=1".to_string()];
         if let Some(f) = filter {
@@ -167,6 +173,12 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, filter: O
         }
         script.push_str(&format!("{} || rc=1; ", shell_words::join(&args)));
     }
+    // kmemleak only reports objects older than 5 s (MSECS_MIN_AGE) and suggests a second scan
+    // against false positives, so this one wait is the kernel's rule, not a guess.
+    script.push_str(&format!(
+        "if [ -w $KML ]; then sleep 6; echo scan > $KML; echo scan > $KML; cat $KML > {}; fi; ",
+        shell_words::quote(&results.join(KMEMLEAK_FILE).display().to_string()),
+    ));
     script.push_str("exit $rc");
     vec!["sh".into(), "-c".into(), script]
 }
@@ -239,8 +251,29 @@ fn result_files(results: &Path) -> std::collections::HashMap<String, serde_json:
 }
 
 /// Merge libtest's verdicts with the result files the cases wrote into `results`.
+const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
+const KMEMLEAK_FILE: &str = "kmemleak.txt";
+/// The pseudo-case that carries kmemleak's verdict on the whole run (kernels built with kmemleak).
+pub const KMEMLEAK_CASE: &str = "kmemleak_after_suite";
+
+/// kmemleak's report after the suite, as one more case: objects nobody references are a leak some
+/// case caused, though kmemleak cannot say which.
+fn kmemleak_case(results: &Path) -> Option<CaseResult> {
+    let report = std::fs::read_to_string(results.join(KMEMLEAK_FILE)).ok()?;
+    let leaks = report.matches("unreferenced object").count();
+    let (status, failure) = if leaks == 0 {
+        (Status::Passed, None)
+    } else {
+        let shown: String = report.lines().take(60).collect::<Vec<_>>().join("\n");
+        (Status::Failed, Some(format!("kmemleak: {leaks} unreferenced objects after the suite:\n{shown}")))
+    };
+    let observation = serde_json::json!({ "unreferenced_objects": leaks });
+    Some(CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status, observation: Some(observation), failure })
+}
+
 pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
     let mut records = result_files(results);
+    let kmemleak = kmemleak_case(results);
     parse_libtest(output)
         .into_iter()
         .map(|(test, mut status, failure)| {
@@ -253,6 +286,7 @@ pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
             let observation = record.and_then(|r| r.get("observation").cloned());
             CaseResult { path: path_of(&name), name, status, observation, failure }
         })
+        .chain(kmemleak)
         .collect()
 }
 
@@ -327,6 +361,20 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(failed.1, Status::Failed);
         let text = failed.2.as_deref().unwrap();
         assert!(text.contains("+    bytes: 1") && text.contains("panicked"), "{text}");
+    }
+
+    #[test]
+    fn kmemleak_reports_become_one_case_that_fails_only_on_a_leak() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(collect(OUTPUT, dir.path()).iter().all(|c| c.name != KMEMLEAK_CASE), "no report, no case");
+        std::fs::write(dir.path().join(KMEMLEAK_FILE), "").unwrap();
+        let clean = collect(OUTPUT, dir.path()).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
+        assert_eq!((clean.status, clean.path.as_str()), (Status::Passed, "other"));
+        let report = "unreferenced object 0xffff888003b1c000 (size 1024):\n  comm \"kworker/0:1\"\n  backtrace:\n    sk_psock_init+0x2a/0x300\n";
+        std::fs::write(dir.path().join(KMEMLEAK_FILE), report).unwrap();
+        let leak = collect(OUTPUT, dir.path()).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
+        assert_eq!(leak.status, Status::Failed);
+        assert!(leak.failure.unwrap().contains("1 unreferenced objects after the suite:\nunreferenced object 0xffff888003b1c000"));
     }
 
     #[test]
