@@ -49,8 +49,61 @@ pub struct MutantVerdict {
     pub caught: bool,
     /// Failing cases per path, e.g. "tx_to_rx: 25".
     pub caught_by: Vec<String>,
-    /// The first failing case and the first lines of what differed, or the kernel splat.
+    /// Which checks failed, e.g. "accounting 12, splat 12, payload 3" (cases per kind).
+    #[serde(default)]
+    pub checks: String,
+    /// The first failing case and the first lines of what differed, or the kernel splat; an
+    /// accounting or splat failure is preferred, since that is what an accounting mutant must trip.
     pub evidence: String,
+}
+
+/// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
+/// unclean, leaked, or sockstat did not return), `splat` (the kernel log), else `payload` (where the
+/// bytes went, errnos, readiness: the rest of the snapshot).
+pub fn failed_checks(case: &CaseResult) -> Vec<&'static str> {
+    let acct = case.observation.as_ref().and_then(|o| o.get("accounting"));
+    let mut kinds = Vec::new();
+    let unclean_socket = acct
+        .and_then(|a| a.get("sockets"))
+        .and_then(|s| s.as_object())
+        .is_some_and(|s| s.values().any(|v| v != "clean"));
+    let sockstat_off = acct
+        .and_then(|a| a.get("sockstat"))
+        .and_then(|s| s.as_object())
+        .is_some_and(|s| s.values().any(|v| v.as_i64().is_some_and(|n| n != 0)));
+    if unclean_socket || sockstat_off {
+        kinds.push("accounting");
+    }
+    if acct.and_then(|a| a.get("splats")).and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty()) {
+        kinds.push("splat");
+    }
+    if kinds.is_empty() {
+        kinds.push("payload");
+    }
+    kinds
+}
+
+fn checks_summary(failed: &[&CaseResult]) -> String {
+    ["accounting", "splat", "payload"]
+        .iter()
+        .map(|kind| (kind, failed.iter().filter(|c| failed_checks(c).contains(kind)).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An accounting failure's own words: "b (cookie ...) destroyed with ... sk_forward_alloc 848", or
+/// the leaked socket, and the first splat line.
+fn accounting_evidence(failure: &str) -> Option<String> {
+    let mut lines = failure.lines().skip_while(|l| !l.starts_with("accounting: "));
+    lines.next()?;
+    let socket = lines.next()?.trim().to_string();
+    let splat = failure.lines().find(|l| l.starts_with("WARNING:") || l.starts_with("BUG:") || l.contains("KASAN"));
+    Some(match splat {
+        Some(s) => format!("{socket}; {}", s.trim()),
+        None => socket,
+    })
 }
 
 impl MutantVerdict {
@@ -60,6 +113,7 @@ impl MutantVerdict {
             breaks: def.mutant.clone().unwrap_or_default(),
             caught: false,
             caught_by: vec![],
+            checks: String::new(),
             evidence: format!("not run: {why}"),
         }
     }
@@ -71,9 +125,15 @@ impl MutantVerdict {
             .filter(|(_, counts)| counts[1] > 0)
             .map(|(path, counts)| format!("{path}: {}", counts[1]))
             .collect();
+        let checks = checks_summary(&failed);
+        let by_accounting = failed.iter().find(|c| failed_checks(c) != ["payload"]);
         let (caught, evidence) = match &run.guest.outcome {
-            Outcome::Exited { .. } => match failed.first() {
-                Some(case) => (true, format!("{}: {}", case.name, first_difference(case.failure.as_deref().unwrap_or("")))),
+            Outcome::Exited { .. } => match by_accounting.or(failed.first()) {
+                Some(case) => {
+                    let failure = case.failure.as_deref().unwrap_or("");
+                    let what = accounting_evidence(failure).unwrap_or_else(|| first_difference(failure));
+                    (true, format!("{}: {what}", case.name))
+                }
                 None => (false, "every case passed".to_string()),
             },
             Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, format!("kernel: {line}")),
@@ -82,7 +142,7 @@ impl MutantVerdict {
             }
             Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
         };
-        MutantVerdict { mutant: def.name.clone(), breaks: def.mutant.clone().unwrap_or_default(), caught, caught_by, evidence }
+        MutantVerdict { mutant: def.name.clone(), breaks: def.mutant.clone().unwrap_or_default(), caught, caught_by, checks, evidence }
     }
 
     pub fn line(&self) -> String {
@@ -111,15 +171,17 @@ fn first_difference(failure: &str) -> String {
 
 /// The mutant table, as Markdown (it reads fine in a terminal too).
 pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
-    let mut out = String::from("| mutant | breaks | verdict | failing cases | evidence |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| mutant | breaks | verdict | failing cases | checks that failed | evidence |\n|---|---|---|---|---|---|\n");
     for v in verdicts {
         let evidence: String = v.evidence.replace('|', "\\|").chars().take(240).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             v.mutant,
             v.breaks,
             if v.caught { "caught" } else { "**MISSED**" },
             if v.caught_by.is_empty() { "-".to_string() } else { v.caught_by.join(", ") },
+            if v.checks.is_empty() { "-" } else { v.checks.as_str() },
             evidence
         ));
     }
@@ -129,6 +191,28 @@ pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_case_is_classed_by_the_check_it_tripped() {
+        let case = |obs: serde_json::Value| CaseResult {
+            name: "rx_to_rx_via_sockmap_over_ipv4_1kib".into(),
+            path: "rx_to_rx".into(),
+            status: Status::Failed,
+            observation: Some(obs),
+            failure: None,
+        };
+        let clean = serde_json::json!({"sockets": {"a": "clean", "b": "clean"}, "sockstat": {"tcp_inuse": 0}, "splats": []});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": clean}))), ["payload"]);
+        let unclean = serde_json::json!({"sockets": {"a": "clean", "b": {"unclean": {"forward_alloc": 848}}}, "splats": ["WARNING: at net/ipv4/af_inet.c:156"]});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": unclean}))), ["accounting", "splat"]);
+        let leaked = serde_json::json!({"sockets": {"b": "leaked"}, "sockstat": {"tcp_inuse": 1}, "splats": []});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": leaked}))), ["accounting"]);
+        let failure = "accounting: x did not end clean:\nb (cookie 4101, AF_INET SOCK_STREAM, state 7) destroyed with sk_forward_alloc 848\nkernel log:\nWARNING: CPU: 1 PID: 25 at net/ipv4/af_inet.c:156 inet_sock_destruct\n";
+        assert_eq!(
+            accounting_evidence(failure).unwrap(),
+            "b (cookie 4101, AF_INET SOCK_STREAM, state 7) destroyed with sk_forward_alloc 848; WARNING: CPU: 1 PID: 25 at net/ipv4/af_inet.c:156 inet_sock_destruct"
+        );
+    }
 
     #[test]
     fn evidence_is_the_first_diff_lines_without_the_gutter() {
