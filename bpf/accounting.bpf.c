@@ -88,31 +88,34 @@ static __always_inline int report(struct sock *sk)
 	return 0;
 }
 
-SEC("fexit/inet_sock_destruct")
-int BPF_PROG(inet_destructed, struct sock *sk)
-{
-	return report(sk);
-}
+/* A trampoline skips a program that is already running on this CPU (prog->active, counted in the
+ * program's recursion_misses): a destructor run from softirq (an RCU callback freeing a listener)
+ * that interrupts this program on the same CPU is not reported. Each destructor therefore gets two
+ * programs: the interrupted context is inside at most one of them, so the other reports the socket,
+ * and user space keeps the first report per cookie. */
+#define REPORT_AT_RETURN(func, name)				\
+	SEC("fexit/" #func)					\
+	int BPF_PROG(name, struct sock *sk)			\
+	{							\
+		return report(sk);				\
+	}							\
+	SEC("fexit/" #func)					\
+	int BPF_PROG(name##_twin, struct sock *sk)		\
+	{							\
+		return report(sk);				\
+	}
 
-SEC("fexit/unix_sock_destructor")
-int BPF_PROG(unix_destructed, struct sock *sk)
-{
-	return report(sk);
-}
-
-SEC("fexit/vsock_sk_destruct")
-int BPF_PROG(vsock_destructed, struct sock *sk)
-{
-	return report(sk);
-}
+REPORT_AT_RETURN(inet_sock_destruct, inet_destructed)
+REPORT_AT_RETURN(unix_sock_destructor, unix_destructed)
+REPORT_AT_RETURN(vsock_sk_destruct, vsock_destructed)
 
 /* Destructors also run from softirq (RCU callbacks, the TCP receive path); when that interrupts the
  * idle task, its pid is 0 on every CPU, so the CPU tells those apart.
  *
  * The kprobe fallback can miss a destructor, and the socket then shows up as leaked: a kprobe program
  * is skipped while the CPU runs another tracing program or a bpf() map operation (bpf_prog_active),
- * and a destructor that interrupts another one on the same thread overwrites its entry here. fexit
- * programs have neither limit, which is why they are preferred. */
+ * and a destructor that interrupts another one on the same thread overwrites its entry here. The
+ * fexit pair above has neither limit, which is why it is preferred. */
 static __always_inline __u64 thread_key(void)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();

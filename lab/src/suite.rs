@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Entry;
-use crate::definition::Definition;
+use crate::definition::{Definition, Profile};
 use crate::process;
 use crate::progress::Step;
 use crate::vm::{self, GuestRun, VmConfig};
@@ -61,7 +61,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     if opts.review {
         cfg.rwdirs.push(project.join("snapshots"));
     }
-    let command = guest_command(exes, &results, project, opts.filter.as_deref(), opts.review);
+    let command = guest_command(exes, &results, project, opts, def.profile);
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut pending = String::new();
     let mut done = 0usize;
@@ -153,9 +153,15 @@ pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The guest command that runs every binary, one case at a time.
-pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, filter: Option<&str>, review: bool) -> Vec<String> {
+pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile) -> Vec<String> {
+    let (filter, review) = (opts.filter.as_deref(), opts.review);
+    // A debug kernel under TCG is several times slower: the cases' bounded waits stretch with it.
+    let wait_scale = match profile {
+        Profile::Debug => 6,
+        Profile::Default => 1,
+    };
     let mut script = format!(
-        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1; rc=0; ",
+        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale}; rc=0; ",
         shell_words::quote(&results.display().to_string()),
         shell_words::quote(&project.display().to_string()),
         if review { "new" } else { "no" },
