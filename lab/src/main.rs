@@ -76,6 +76,9 @@ enum Command {
     Mutants {
         /// Mutant definitions to run (default: every definition with a `mutant` field).
         names: Vec<String>,
+        /// Guests at once (default: the number of cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
         #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
@@ -222,7 +225,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Test { kernel, filter, review, profile, timeout } => {
             let mut def = kernels.load(&kernel)?;
-            if let Some(p) = profile {
+            if let Some(p) = profile.filter(|p| *p != def.profile) {
+                // A different kernel deserves its own name: results, logs and `lab list` would
+                // otherwise mix the debug build's runs with the definition's own.
+                def.name = format!("{}@{}", def.name, p.as_str());
                 def.profile = p;
             }
             let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
@@ -252,29 +258,33 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if run.report.failed() { 1 } else { 0 })
         }
-        Command::Mutants { names, timeout } => {
+        Command::Mutants { names, jobs, timeout } => {
             let defs: Vec<_> = if names.is_empty() {
                 kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect()
             } else {
                 names.iter().map(|n| kernels.load(n)).collect::<Result<_, _>>()?
             };
             anyhow::ensure!(!defs.is_empty(), "no mutant definitions (a definition with `mutant = \"...\"`) in {}", kernels.dir.display());
-            let project = project_dir(&kernels)?;
-            let exes = suite::build_binaries(&project)?;
-            let mut verdicts = Vec::new();
             for def in &defs {
                 anyhow::ensure!(def.mutant.is_some(), "{} is not a mutant (it has no `mutant` field)", def.name);
-                let verdict = match build::build(def, &kernels, &cache, &BuildOptions::default()) {
-                    Err(e) => lab::report::MutantVerdict::not_run(def, format!("{e:#}")),
-                    Ok(built) => {
-                        let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
-                        let run = suite::run(def, &built.entry, &project, &exes, cfg, &suite::SuiteOptions::default())?;
-                        lab::report::MutantVerdict::judge(def, &run)
-                    }
+            }
+            let project = project_dir(&kernels)?;
+            let exes = suite::build_binaries(&project)?;
+            let jobs = jobs.unwrap_or_else(default_jobs);
+            let names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+            let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
+            // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
+            let judge = |k: lab::matrix::KernelRun| {
+                let def = k.def.expect("mutant definitions were loaded above");
+                let verdict = match k.run {
+                    Ok(run) => lab::report::MutantVerdict::judge(&def, &run),
+                    Err(e) => lab::report::MutantVerdict::not_run(&def, format!("{e:#}")),
                 };
                 eprintln!("{}", verdict.line());
-                verdicts.push(verdict);
-            }
+                verdict
+            };
+            let verdicts: Vec<_> =
+                lab::matrix::run_each(&kernels, &cache, &names, jobs, &exes, &project, &make_cfg, &judge).into_iter().map(|(_, v)| v).collect();
             let table = lab::report::mutant_table(&verdicts);
             print!("{table}");
             let out = project.join("results").join("mutants.md");
@@ -289,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             anyhow::ensure!(!names.is_empty(), "no kernels: name some, or mark definitions with `matrix = true`");
             let project = project_dir(&kernels)?;
             let exes = suite::build_binaries(&project)?;
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let jobs = jobs.unwrap_or_else(default_jobs);
             let started = std::time::Instant::now();
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
             let rows = lab::matrix::run(&kernels, &cache, &names, jobs, &exes, &project, &make_cfg);
@@ -382,6 +392,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// One guest per core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn project_dir(kernels: &KernelsDir) -> anyhow::Result<std::path::PathBuf> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::{self, BuildOptions};
 use crate::cache::Cache;
-use crate::definition::KernelsDir;
+use crate::definition::{Definition, KernelsDir};
 use crate::suite::{self, RunReport, Status, SuiteRun};
 use crate::vm::{Outcome, VmConfig};
 
@@ -52,8 +52,45 @@ pub fn default_kernels(kernels: &KernelsDir) -> anyhow::Result<Vec<String>> {
     Ok(kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.matrix).map(|d| d.name).collect())
 }
 
-/// Run the suite on each kernel. Builds take turns (they use every core); up to `jobs` guests run
-/// at once. `vm_config` makes each kernel's VM configuration (it decides KVM or TCG).
+/// What became of one kernel: its definition (when it loaded) and the suite run, or why there is none.
+pub struct KernelRun {
+    pub name: String,
+    pub def: Option<Definition>,
+    pub run: anyhow::Result<SuiteRun>,
+}
+
+/// Run the suite on each kernel and hand each outcome to `finish` as soon as it is known. Builds
+/// take turns (they use every core); up to `jobs` guests run at once. `vm_config` makes each
+/// kernel's VM configuration (it decides KVM or TCG). Results come back in `names` order.
+#[allow(clippy::too_many_arguments)]
+pub fn run_each<T: Send>(
+    kernels: &KernelsDir,
+    cache: &Cache,
+    names: &[String],
+    jobs: usize,
+    exes: &[PathBuf],
+    project: &Path,
+    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
+    finish: &(dyn Fn(KernelRun) -> T + Sync),
+) -> Vec<(String, T)> {
+    let queue = Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
+    let builds = Mutex::new(());
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else { break };
+                let outcome = finish(run_one(kernels, cache, &name, exes, project, vm_config, &builds));
+                done.lock().unwrap().push((name, outcome));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
+    done
+}
+
+/// The matrix: one row per kernel, green or red.
 pub fn run(
     kernels: &KernelsDir,
     cache: &Cache,
@@ -63,22 +100,15 @@ pub fn run(
     project: &Path,
     vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
 ) -> Vec<Row> {
-    let queue = Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
-    let builds = Mutex::new(());
-    let rows = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let Some(name) = queue.lock().unwrap().pop_front() else { break };
-                let row = run_one(kernels, cache, &name, exes, project, vm_config, &builds);
-                eprintln!("lab: matrix: {name}: {}", if row.green() { "green" } else { "RED" });
-                rows.lock().unwrap().push(row);
-            });
-        }
-    });
-    let mut rows = rows.into_inner().unwrap();
-    rows.sort_by_key(|r| names.iter().position(|n| *n == r.kernel));
-    rows
+    let finish = |k: KernelRun| {
+        let row = match k.run {
+            Ok(run) => Row::from_run(&run),
+            Err(e) => Row { kernel: k.name.clone(), state: RowState::BuildFailed { error: format!("{e:#}") }, report: None },
+        };
+        eprintln!("lab: matrix: {}: {}", k.name, if row.green() { "green" } else { "RED" });
+        row
+    };
+    run_each(kernels, cache, names, jobs, exes, project, vm_config, &finish).into_iter().map(|(_, row)| row).collect()
 }
 
 fn run_one(
@@ -89,25 +119,20 @@ fn run_one(
     project: &Path,
     vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
     builds: &Mutex<()>,
-) -> Row {
-    let failed = |error: anyhow::Error| Row { kernel: name.to_string(), state: RowState::BuildFailed { error: format!("{error:#}") }, report: None };
+) -> KernelRun {
     let def = match kernels.load(name) {
         Ok(d) => d,
-        Err(e) => return failed(e.into()),
+        Err(e) => return KernelRun { name: name.to_string(), def: None, run: Err(e.into()) },
     };
     let built = {
         let _turn = builds.lock().unwrap();
-        match build::build(&def, kernels, cache, &BuildOptions::default()) {
-            Ok(b) => b,
-            Err(e) => return failed(e),
-        }
+        build::build(&def, kernels, cache, &BuildOptions::default())
     };
-    let result = vm_config(name, &built.entry.kernel_image())
-        .and_then(|cfg| suite::run(&def, &built.entry, project, exes, cfg, &suite::SuiteOptions::default()));
-    match result {
-        Err(e) => failed(e),
-        Ok(run) => Row::from_run(&run),
-    }
+    let run = built.and_then(|built| {
+        vm_config(name, &built.entry.kernel_image())
+            .and_then(|cfg| suite::run(&def, &built.entry, project, exes, cfg, &suite::SuiteOptions::default()))
+    });
+    KernelRun { name: name.to_string(), def: Some(def), run }
 }
 
 impl Row {

@@ -256,7 +256,6 @@ fn result_files(results: &Path) -> std::collections::HashMap<String, serde_json:
         .unwrap_or_default()
 }
 
-/// Merge libtest's verdicts with the result files the cases wrote into `results`.
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 const KMEMLEAK_FILE: &str = "kmemleak.txt";
 /// The pseudo-case that carries kmemleak's verdict on the whole run (kernels built with kmemleak).
@@ -277,6 +276,7 @@ fn kmemleak_case(results: &Path) -> Option<CaseResult> {
     Some(CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status, observation: Some(observation), failure })
 }
 
+/// Merge libtest's verdicts with the result files the cases wrote into `results`.
 pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
     let mut records = result_files(results);
     let kmemleak = kmemleak_case(results);
