@@ -259,19 +259,25 @@ fn use_ccache(ccache_dir: &Path) -> bool {
 
 /// `make bzImage`, through ccache when it can pay off.
 fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, log: &Path) -> anyhow::Result<Duration> {
-    let mut args: Vec<String> = vec![format!("-j{}", opts.jobs), "bzImage".into()];
+    let args: Vec<String> = vec![format!("-j{}", opts.jobs), "bzImage".into()];
     let ccache_dir = std::env::var_os("CCACHE_DIR").map(PathBuf::from).unwrap_or_else(|| cache.path("ccache"));
     let ccache = use_ccache(&ccache_dir);
+    let mut expr = process::command("make", &args).dir(tree);
     if ccache {
-        args.push("CC=ccache gcc".into());
+        // ccache goes in front of gcc on PATH rather than into CC: Kbuild records every object's
+        // command line and rebuilds an object whose command changed, so `CC=ccache gcc` after a
+        // build without ccache recompiled the whole kept tree. On PATH, the command stays `gcc ...`.
+        let bin = masquerade_dir(cache)?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
+        // Debug info embeds the build directory, so ccache keys on it by default; without that, a
+        // hit from another tree (another profile's, a fresh unpack) is still a valid object for the lab.
+        expr = expr
+            .env("PATH", path)
+            .env("CCACHE_DIR", &ccache_dir)
+            .env("CCACHE_NOHASHDIR", "1")
+            .env("CCACHE_BASEDIR", tree);
     }
-    // Debug info embeds the build directory, so ccache keys on it by default; without that, a hit
-    // from another tree (another profile's, a fresh unpack) is still a valid object for the lab.
-    let expr = process::command("make", &args)
-        .dir(tree)
-        .env("CCACHE_DIR", &ccache_dir)
-        .env("CCACHE_NOHASHDIR", "1")
-        .env("CCACHE_BASEDIR", tree);
     let step = Step::start(&format!("{}: compiling (make -j{}{})", def.name, opts.jobs, if ccache { ", ccache" } else { "" }));
     let mut objects = 0usize;
     let mut last = Instant::now();
@@ -290,6 +296,22 @@ fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, lo
     // From now on this machine has something to build on; later builds go through ccache.
     let _ = std::fs::create_dir_all(&ccache_dir);
     Ok(step.finish(&format!("{objects} objects")))
+}
+
+/// A folder whose `gcc` is ccache (ccache's masquerade mode: it runs the next `gcc` on PATH).
+fn masquerade_dir(cache: &Cache) -> anyhow::Result<PathBuf> {
+    let ccache = process::output("sh", &["-c", "command -v ccache"])?;
+    let dir = cache.path("ccache-bin");
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join("gcc");
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(ccache.trim())) {
+        // Replaced atomically: a concurrent build never sees the link missing.
+        let tmp = dir.join(format!("gcc.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(ccache.trim(), &tmp)?;
+        std::fs::rename(&tmp, &link)?;
+    }
+    Ok(dir)
 }
 
 /// A prebuilt Debian image: unpack the `.deb` into a cache entry, modules and all.
