@@ -259,3 +259,31 @@ fn a_patched_variant_shares_the_tree_and_switching_back_reverts_it() {
     assert_eq!(f.builds(), 3);
     assert_eq!(f.entries(), 2);
 }
+
+/// Kbuild rebuilds every object whose recorded command changed, so ccache must not show up in CC:
+/// a kept tree built once without it would otherwise be recompiled in full when it is turned on.
+#[test]
+fn ccache_is_on_path_and_leaves_the_compiler_command_alone() {
+    let Ok(ccache) = std::process::Command::new("sh").args(["-c", "readlink -f \"$(command -v ccache)\""]).output() else { return };
+    let ccache = String::from_utf8_lossy(&ccache.stdout).trim().to_string();
+    if ccache.is_empty() {
+        eprintln!("ccache is not installed; nothing to check");
+        return;
+    }
+    let mut f = fixture();
+    let tools = f._root.path().join("tools");
+    f.lab.envs.push(("FAKE_TOOLS".into(), tools.display().to_string()));
+    for (i, with) in ["0", "1"].iter().enumerate() {
+        f.lab.envs.push(("LAB_CCACHE".into(), with.to_string()));
+        f.define("fake", &format!("config = [\"config/c{i}.config\"]"));
+        std::fs::write(f.lab.kernels.join(format!("config/c{i}.config")), format!("CONFIG_FAKE_{i}=y\n")).unwrap();
+        let out = f.lab.run(&["build", "fake"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let seen = std::fs::read_to_string(&tools).unwrap();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 2, "{seen}");
+    assert!(lines.iter().all(|l| l.starts_with("CC=cc ")), "the compiler command is the same with and without ccache: {seen}");
+    assert!(!lines[0].ends_with(&format!("gcc={ccache}")), "LAB_CCACHE=0 compiles with plain gcc: {seen}");
+    assert!(lines[1].ends_with(&format!("gcc={ccache}")), "LAB_CCACHE=1 puts ccache first on PATH: {seen}");
+}
