@@ -175,13 +175,23 @@ enum KernelsAction {
 
 fn main() -> ExitCode {
     process::install_interrupt_handler();
-    let cli = Cli::parse();
+    // Under `git bisect run` any code from 1 to 127 but 125 means "bad commit": a lab that fails
+    // before a step could judge its commit must stop git instead (exit 255), not blame the commit.
+    let lab_error = if std::env::args().nth(1).as_deref() == Some("bisect-step") { lab::bisect::EXIT_ABORT } else { EXIT_LAB_ERROR };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(lab_error);
+        }
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(_) if process::interrupted() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_LAB_ERROR)
+            ExitCode::from(lab_error)
         }
     }
 }

@@ -353,3 +353,18 @@ fn a_commit_that_does_not_build_is_skipped_with_the_compiler_error() {
     assert!(trees.is_empty(), "the commit's build tree is dropped: {trees:?}");
     assert_eq!(git(&repo, &["status", "--porcelain"]), "", "the tree is only read");
 }
+
+/// git reads any exit code from 1 to 127 but 125 as "bad": a step that fails before it could judge
+/// its commit (a bad argument, a definition that does not load) must exit 255 so git stops.
+#[test]
+fn a_step_that_cannot_start_stops_git_rather_than_blaming_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::Lab { cache: dir.path().join("cache"), kernels: common::kernels_dir(dir.path()), envs: vec![] };
+    for args in [&["bisect-step", "--kernel", "no-such-kernel"][..], &["bisect-step", "--no-such-flag"][..]] {
+        let out = lab.run(args);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {}", common::text(&out));
+    }
+    // Everything else keeps the lab's own error code.
+    assert_eq!(lab.run(&["build", "no-such-kernel"]).status.code(), Some(2));
+    assert_eq!(lab.run(&["--no-such-flag"]).status.code(), Some(2));
+}
