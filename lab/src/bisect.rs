@@ -72,9 +72,13 @@ pub fn judge(outcome: &Outcome, cases: &[CaseResult]) -> (Verdict, String) {
     match outcome {
         Outcome::Panicked { line } => (Verdict::Bad, format!("the guest kernel panicked: {line}")),
         Outcome::Oopsed { line, .. } => (Verdict::Bad, format!("the guest kernel oopsed: {line}")),
-        Outcome::Hung { after_secs, hint } => (
+        Outcome::Hung { after_secs, hint, silent_secs } => (
             Verdict::Skip,
-            format!("the guest hung: no exit within {after_secs}s ({})", hint.as_deref().unwrap_or("no lockup report on the console")),
+            format!(
+                "the guest hung: {} ({})",
+                crate::vm::hang_reason(*after_secs, *silent_secs),
+                hint.as_deref().unwrap_or("no lockup report on the console")
+            ),
         ),
         Outcome::VmFailed { code } => (Verdict::Skip, format!("the guest did not boot (vng exited {code})")),
         Outcome::Exited { code } => {

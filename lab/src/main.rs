@@ -44,6 +44,9 @@ enum Command {
         /// Give up on the guest after this many seconds and report a hang.
         #[arg(long, default_value_t = 300, env = "LAB_TIMEOUT")]
         timeout: u64,
+        /// Also give up when the guest prints nothing (console or command) for this many seconds.
+        #[arg(long)]
+        silence: Option<u64>,
         #[arg(long, default_value = "2G")]
         memory: String,
         #[arg(long, default_value_t = 2)]
@@ -69,7 +72,9 @@ enum Command {
         /// Build the kernel with this profile instead of the definition's (`debug`: KASAN, lockdep).
         #[arg(long)]
         profile: Option<lab::definition::Profile>,
-        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
+        /// stopped sooner: that is a stuck case).
+        #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
     /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
@@ -79,7 +84,9 @@ enum Command {
         /// Guests at once (default: the number of cores).
         #[arg(short, long)]
         jobs: Option<usize>,
-        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
+        /// stopped sooner: that is a stuck case).
+        #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
     /// Run the suite over many kernels: a table of kernels × paths, the cases that differ, JUnit.
@@ -89,7 +96,9 @@ enum Command {
         /// Guests at once (default: the number of cores).
         #[arg(short, long)]
         jobs: Option<usize>,
-        #[arg(long, default_value_t = 900, env = "LAB_TIMEOUT")]
+        /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
+        /// stopped sooner: that is a stuck case).
+        #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
     },
     /// Manage kernel definitions.
@@ -217,11 +226,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
-        Command::Run { kernel, timeout, memory, cpus, console, rwdir, command } => {
+        Command::Run { kernel, timeout, silence, memory, cpus, console, rwdir, command } => {
             let def = kernels.load(&kernel)?;
             let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
             let kimg = built.entry.kernel_image();
             let mut cfg = vm_config(&cache, &def.name, &kimg, timeout)?;
+            cfg.silence = silence.map(Duration::from_secs);
             cfg.memory = memory;
             cfg.cpus = cpus;
             cfg.show_console = console;
@@ -431,9 +441,10 @@ fn report(kernel: &str, run: &vm::GuestRun, cfg: &VmConfig) -> anyhow::Result<u8
             eprintln!("error: the {kernel} guest kernel oopsed (the command exited {code}): {line}\n{}", console());
             EXIT_OOPS
         }
-        Outcome::Hung { after_secs, hint } => {
+        Outcome::Hung { after_secs, hint, silent_secs } => {
             eprintln!(
-                "error: the {kernel} guest hung: no exit within {after_secs}s ({}); the VM was killed\n{}",
+                "error: the {kernel} guest hung: {} ({}); the VM was killed\n{}",
+                vm::hang_reason(*after_secs, *silent_secs),
                 hint.as_deref().unwrap_or("no lockup report on the console"),
                 console()
             );

@@ -137,9 +137,14 @@ impl MutantVerdict {
                 None => (false, "every case passed".to_string()),
             },
             Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, format!("kernel: {line}")),
-            Outcome::Hung { after_secs, hint } => {
-                (true, format!("guest hung after {after_secs}s{}", hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default()))
-            }
+            Outcome::Hung { after_secs, hint, silent_secs } => (
+                true,
+                format!(
+                    "guest hung: {}{}",
+                    crate::vm::hang_reason(*after_secs, *silent_secs),
+                    hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default()
+                ),
+            ),
             Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
         };
         MutantVerdict { mutant: def.name.clone(), breaks: def.mutant.clone().unwrap_or_default(), caught, caught_by, checks, evidence }

@@ -61,6 +61,9 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     if opts.review {
         cfg.rwdirs.push(project.join("snapshots"));
     }
+    // libtest prints every case's name and verdict, so a long quiet spell is a stuck case: found in
+    // minutes, while the total timeout only has to bound a whole suite on a slow host.
+    cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
     let command = guest_command(exes, &results, project, opts, def.profile);
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut pending = String::new();
@@ -152,14 +155,21 @@ pub fn build_binaries(project: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(exes)
 }
 
+/// How long a suite guest may print nothing before it counts as hung (times [`wait_scale`]).
+pub const SUITE_SILENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A debug kernel under TCG is several times slower: the cases' bounded waits stretch with it.
+fn wait_scale(profile: Profile) -> u32 {
+    match profile {
+        Profile::Debug => 6,
+        Profile::Default => 1,
+    }
+}
+
 /// The guest command that runs every binary, one case at a time.
 pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile) -> Vec<String> {
     let (filter, review) = (opts.filter.as_deref(), opts.review);
-    // A debug kernel under TCG is several times slower: the cases' bounded waits stretch with it.
-    let wait_scale = match profile {
-        Profile::Debug => 6,
-        Profile::Default => 1,
-    };
+    let wait_scale = wait_scale(profile);
     let mut script = format!(
         "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale}; rc=0; ",
         shell_words::quote(&results.display().to_string()),

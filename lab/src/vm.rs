@@ -37,6 +37,9 @@ pub struct VmConfig {
     pub memory: String,
     pub cpus: u32,
     pub timeout: Duration,
+    /// Also hung when neither the console nor the command printed anything for this long: a suite
+    /// prints a line per case, so a stuck case is found in minutes however long the whole run is.
+    pub silence: Option<Duration>,
     /// Echo the kernel console live (it is always logged).
     pub show_console: bool,
     /// Host directories the guest may write to (vng mounts the rest of the host read-only).
@@ -57,9 +60,23 @@ pub enum Outcome {
     /// The kernel oopsed or hit a BUG but kept going; `code` is what the command returned.
     Oopsed { line: String, code: i32 },
     /// Nothing ended the run before the timeout; the VM was killed.
-    Hung { after_secs: u64, hint: Option<String> },
+    Hung {
+        after_secs: u64,
+        hint: Option<String>,
+        /// Killed for printing nothing for this long (`VmConfig::silence`), not for the total timeout.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        silent_secs: Option<u64>,
+    },
     /// vng or QEMU failed before the guest ran anything.
     VmFailed { code: i32 },
+}
+
+/// Why a hung guest was killed, for messages: "no exit within 900s" or "no output for 300s (...)".
+pub fn hang_reason(after_secs: u64, silent_secs: Option<u64>) -> String {
+    match silent_secs {
+        None => format!("no exit within {after_secs}s"),
+        Some(quiet) => format!("no output for {quiet}s, {after_secs}s into the run"),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,13 +99,17 @@ fn first_line_with(console: &str, needles: &[&str]) -> Option<String> {
 }
 
 /// Decide the outcome from the exit status and the console.
-pub fn classify(code: Option<i32>, timed_out: bool, timeout: Duration, console: &str, command_started: bool) -> Outcome {
+pub fn classify(code: Option<i32>, killed: Option<Killed>, console: &str, command_started: bool) -> Outcome {
     if let Some(line) = first_line_with(console, &["Kernel panic - not syncing"]) {
         return Outcome::Panicked { line };
     }
-    if timed_out {
+    if let Some(killed) = killed {
         let hint = first_line_with(console, &["soft lockup", "hung_task", "blocked for more than", "rcu_sched self-detected stall", "RCU stall"]);
-        return Outcome::Hung { after_secs: timeout.as_secs(), hint };
+        let silent_secs = match killed {
+            Killed::Timeout(_) => None,
+            Killed::Silent { quiet, .. } => Some(quiet.as_secs()),
+        };
+        return Outcome::Hung { after_secs: killed.after().as_secs(), hint, silent_secs };
     }
     let code = code.unwrap_or(-1);
     if let Some(line) = first_line_with(console, &["Oops:", "BUG:", "general protection fault", "kernel BUG at"]) {
@@ -98,6 +119,24 @@ pub fn classify(code: Option<i32>, timed_out: bool, timeout: Duration, console: 
         return Outcome::VmFailed { code };
     }
     Outcome::Exited { code }
+}
+
+/// Why the lab killed a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// It was still running at the timeout.
+    Timeout(Duration),
+    /// It printed nothing for `quiet`, `after` into the run.
+    Silent { quiet: Duration, after: Duration },
+}
+
+impl Killed {
+    pub fn after(self) -> Duration {
+        match self {
+            Killed::Timeout(t) => t,
+            Killed::Silent { after, .. } => after,
+        }
+    }
 }
 
 /// Build the vng command line.
@@ -137,16 +176,21 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
     process::register(pgid);
 
     let console = Arc::new(Mutex::new(String::new()));
+    // Milliseconds since `started` of the last output from the guest, on either stream.
+    let last_output = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let heard = move |last: &std::sync::atomic::AtomicU64| last.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut log = std::fs::File::create(&cfg.console_log)
         .with_context(|| format!("cannot create console log {}", cfg.console_log.display()))?;
     let stderr = child.stderr.take().expect("piped");
     let console_reader = {
         let console = Arc::clone(&console);
+        let last_output = Arc::clone(&last_output);
         let show = cfg.show_console;
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut raw = Vec::new();
             while reader.read_until(b'\n', &mut raw).map(|n| n > 0).unwrap_or(false) {
+                heard(&last_output);
                 let _ = log.write_all(&raw);
                 let line = String::from_utf8_lossy(&raw);
                 if show {
@@ -160,31 +204,39 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
     let mut stdout = child.stdout.take().expect("piped");
     let captured = Arc::new(Mutex::new(Vec::new()));
 
-    let (code, timed_out) = std::thread::scope(|s| {
+    let (code, killed) = std::thread::scope(|s| {
         let captured = Arc::clone(&captured);
+        let last = Arc::clone(&last_output);
         s.spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stdout.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                heard(&last);
                 on_stdout(&buf[..n]);
                 captured.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        let deadline = started + cfg.timeout;
         let result = loop {
+            let now = started.elapsed();
+            let quiet = now.saturating_sub(Duration::from_millis(last_output.load(std::sync::atomic::Ordering::Relaxed)));
+            let killed = if now >= cfg.timeout {
+                Some(Killed::Timeout(cfg.timeout))
+            } else {
+                cfg.silence.filter(|limit| quiet >= *limit).map(|_| Killed::Silent { quiet, after: now })
+            };
             match child.try_wait() {
-                Ok(Some(status)) => break (status.code(), false),
-                Ok(None) if Instant::now() >= deadline => {
+                Ok(Some(status)) => break (status.code(), None),
+                Ok(None) if killed.is_some() => {
                     process::kill_group(pgid);
                     let _ = child.wait();
-                    break (None, true);
+                    break (None, killed);
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 Err(_) => {
                     process::kill_group(pgid);
-                    break (None, false);
+                    break (None, None);
                 }
             }
         };
@@ -197,7 +249,7 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
     let _ = console_reader.join();
     let console = console.lock().unwrap().clone();
     let stdout = captured.lock().unwrap().clone();
-    let outcome = classify(code, timed_out, cfg.timeout, &console, console.contains(STARTED));
+    let outcome = classify(code, killed, &console, console.contains(STARTED));
     Ok(GuestRun { outcome, stdout, console, wall: started.elapsed() })
 }
 
@@ -209,37 +261,40 @@ mod tests {
 
     #[test]
     fn a_clean_exit_passes_the_code_through() {
-        assert_eq!(classify(Some(3), false, T, "[ 1.0] booting\nsockmap-lab: guest command starting\n", true), Outcome::Exited { code: 3 });
+        assert_eq!(classify(Some(3), None, "[ 1.0] booting\nsockmap-lab: guest command starting\n", true), Outcome::Exited { code: 3 });
     }
 
     #[test]
     fn a_panic_wins_over_everything() {
         let console = "[ 2.1] sysrq: Trigger a crash\n[ 2.1] Kernel panic - not syncing: sysrq triggered crash\n";
-        assert!(matches!(classify(Some(0), false, T, console, true), Outcome::Panicked { line } if line.contains("sysrq triggered crash")));
-        assert!(matches!(classify(None, true, T, console, true), Outcome::Panicked { .. }));
+        assert!(matches!(classify(Some(0), None, console, true), Outcome::Panicked { line } if line.contains("sysrq triggered crash")));
+        assert!(matches!(classify(None, Some(Killed::Timeout(T)), console, true), Outcome::Panicked { .. }));
     }
 
     #[test]
     fn a_timeout_is_a_hang_with_a_hint() {
         let console = "[ 30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n";
-        match classify(None, true, T, console, true) {
-            Outcome::Hung { after_secs, hint } => {
+        match classify(None, Some(Killed::Timeout(T)), console, true) {
+            Outcome::Hung { after_secs, hint, silent_secs } => {
                 assert_eq!(after_secs, 60);
                 assert!(hint.unwrap().contains("soft lockup"));
+                assert_eq!(silent_secs, None);
             }
             other => panic!("{other:?}"),
         }
+        let quiet = Killed::Silent { quiet: Duration::from_secs(300), after: Duration::from_secs(1234) };
+        assert_eq!(classify(None, Some(quiet), "", true), Outcome::Hung { after_secs: 1234, hint: None, silent_secs: Some(300) });
     }
 
     #[test]
     fn an_oops_is_reported_even_if_the_command_succeeded() {
         let console = "[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000\n[ 3.0] Oops: 0000 [#1] SMP\n";
-        assert!(matches!(classify(Some(0), false, T, console, true), Outcome::Oopsed { code: 0, .. }));
+        assert!(matches!(classify(Some(0), None, console, true), Outcome::Oopsed { code: 0, .. }));
     }
 
     #[test]
     fn failing_before_the_command_is_a_vm_failure() {
-        assert_eq!(classify(Some(255), false, T, "qemu: could not load kernel\n", false), Outcome::VmFailed { code: 255 });
+        assert_eq!(classify(Some(255), None, "qemu: could not load kernel\n", false), Outcome::VmFailed { code: 255 });
     }
 
     #[test]
@@ -249,6 +304,7 @@ mod tests {
             memory: "2G".into(),
             cpus: 2,
             timeout: T,
+            silence: None,
             show_console: false,
             rwdirs: vec!["/tmp/out".into()],
             cwd: None,

@@ -38,10 +38,10 @@ fn verdicts_map_to_git_bisect_run_exit_codes_with_a_reason() {
     assert_eq!(code, 1, "an oops is bad even when the cases pass");
     assert!(reason.contains("oopsed: BUG: kernel NULL pointer"), "{reason}");
 
-    let (code, reason) = judge(Outcome::Hung { after_secs: 600, hint: Some("watchdog: BUG: soft lockup - CPU#0 stuck".into()) }, &[]);
+    let (code, reason) = judge(Outcome::Hung { after_secs: 600, hint: Some("watchdog: BUG: soft lockup - CPU#0 stuck".into()), silent_secs: None }, &[]);
     assert_eq!(code, 125);
     assert!(reason.contains("hung") && reason.contains("600s") && reason.contains("soft lockup"), "{reason}");
-    let (code, reason) = judge(Outcome::Hung { after_secs: 5, hint: None }, &[]);
+    let (code, reason) = judge(Outcome::Hung { after_secs: 5, hint: None, silent_secs: None }, &[]);
     assert_eq!(code, 125);
     assert!(reason.contains("no lockup report"), "{reason}");
     let (code, reason) = judge(Outcome::VmFailed { code: 255 }, &[]);

@@ -66,6 +66,20 @@ fn a_hanging_guest_is_reported_and_killed() {
 }
 
 #[test]
+fn a_silent_guest_is_hung_long_before_the_timeout() {
+    let _g = guard();
+    let lab = Lab::real();
+    let started = std::time::Instant::now();
+    let (out, left) = run_and_leftovers(&lab, &["run", "--timeout", "600", "--silence", "25", "debian-6.12", "--", "sh", "-c", "echo working; sleep 600"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(124), "{msg}");
+    assert!(msg.contains("guest hung: no output for 25s"), "{msg}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("working"), "{msg}");
+    assert!(started.elapsed().as_secs() < 300, "killed for silence, not at the 600 s timeout");
+    assert!(left.is_empty(), "QEMU is gone: {left:?}");
+}
+
+#[test]
 fn a_panicking_guest_is_reported_with_its_console() {
     let _g = guard();
     let lab = Lab::real();
