@@ -127,23 +127,30 @@ impl MutantVerdict {
             .collect();
         let checks = checks_summary(&failed);
         let by_accounting = failed.iter().find(|c| failed_checks(c) != ["payload"]);
+        // The cases that finished before anything else went wrong are evidence too: an accounting
+        // mutant must be seen failing a check, not merely making the guest misbehave.
+        let case_evidence = by_accounting.or(failed.first()).map(|case| {
+            let failure = case.failure.as_deref().unwrap_or("");
+            let what = accounting_evidence(failure).unwrap_or_else(|| first_difference(failure));
+            format!("{}: {what}", case.name)
+        });
+        let with_cases = |guest: String| match &case_evidence {
+            Some(cases) => format!("{cases}; then {guest}"),
+            None => guest,
+        };
         let (caught, evidence) = match &run.guest.outcome {
-            Outcome::Exited { .. } => match by_accounting.or(failed.first()) {
-                Some(case) => {
-                    let failure = case.failure.as_deref().unwrap_or("");
-                    let what = accounting_evidence(failure).unwrap_or_else(|| first_difference(failure));
-                    (true, format!("{}: {what}", case.name))
-                }
+            Outcome::Exited { .. } => match case_evidence {
+                Some(evidence) => (true, evidence),
                 None => (false, "every case passed".to_string()),
             },
-            Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, format!("kernel: {line}")),
+            Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, with_cases(format!("kernel: {line}"))),
             Outcome::Hung { after_secs, hint, silent_secs } => (
                 true,
-                format!(
+                with_cases(format!(
                     "guest hung: {}{}",
                     crate::vm::hang_reason(*after_secs, *silent_secs),
                     hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default()
-                ),
+                )),
             ),
             Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
         };
@@ -217,6 +224,54 @@ mod tests {
             accounting_evidence(failure).unwrap(),
             "b (cookie 4101, AF_INET SOCK_STREAM, state 7) destroyed with sk_forward_alloc 848; WARNING: CPU: 1 PID: 25 at net/ipv4/af_inet.c:156 inet_sock_destruct"
         );
+    }
+
+    #[test]
+    fn a_mutant_that_hangs_the_guest_still_shows_the_accounting_failures_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mutants/x")).unwrap();
+        std::fs::write(dir.path().join("mutants/x/0001-x.patch"), "").unwrap();
+        let def = crate::definition::parse(
+            &dir.path().join("mutant-x.toml"),
+            "name = \"mutant-x\"\nmutant = \"leaks a psock\"\npatches = \"mutants/x\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n",
+        )
+        .unwrap();
+        let leaked = CaseResult {
+            name: "rx_to_tx_via_sockmap_over_ipv4_1kib".into(),
+            path: "rx_to_tx".into(),
+            status: Status::Failed,
+            observation: Some(serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
+            failure: Some("accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),
+        };
+        let hung = Outcome::Hung { after_secs: 1300, hint: None, silent_secs: Some(300) };
+        let run = SuiteRun {
+            report: RunReport {
+                kernel: "mutant-x".into(),
+                release: "6.12.117".into(),
+                accel: "tcg".into(),
+                guest: serde_json::to_value(&hung).unwrap(),
+                guest_seconds: 1300.0,
+                cases: vec![leaked],
+            },
+            guest: crate::vm::GuestRun { outcome: hung, stdout: vec![], console: String::new(), wall: std::time::Duration::from_secs(1300) },
+            results: "/tmp/x".into(),
+            cfg: crate::vm::VmConfig {
+                accel: crate::vm::Accel::Tcg,
+                memory: "2G".into(),
+                cpus: 2,
+                timeout: std::time::Duration::from_secs(3600),
+                silence: None,
+                show_console: false,
+                rwdirs: vec![],
+                cwd: None,
+                console_log: "/tmp/c.log".into(),
+            },
+        };
+        let v = MutantVerdict::judge(&def, &run);
+        assert!(v.caught);
+        assert_eq!(v.checks, "accounting 1");
+        assert!(v.evidence.starts_with("rx_to_tx_via_sockmap_over_ipv4_1kib: leaked socket: b (cookie 4099)"), "{}", v.evidence);
+        assert!(v.evidence.ends_with("then guest hung: no output for 300s, 1300s into the run"), "{}", v.evidence);
     }
 
     #[test]
