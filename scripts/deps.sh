@@ -3,8 +3,8 @@
 set -euo pipefail
 
 packages=(
-  # guests
-  qemu-system-x86 udev
+  # guests (vng builds an initramfs with busybox for kernels that need modules, e.g. Debian's images)
+  qemu-system-x86 udev busybox-static
   # kernel builds
   build-essential flex bison bc dwarves cpio kmod ccache libelf-dev libssl-dev patch xz-utils curl
   # BPF programs and the in-guest suite
