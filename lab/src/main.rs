@@ -248,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if let Some(p) = profile.filter(|p| *p != def.profile) {
                 // A different kernel deserves its own name: results, logs and `lab list` would
                 // otherwise mix the debug build's runs with the definition's own.
-                def.name = format!("{}@{}", def.name, p.as_str());
+                def.name = format!("{}-{}", def.name, p.as_str());
                 def.profile = p;
             }
             let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
