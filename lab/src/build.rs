@@ -248,12 +248,13 @@ fn slug(identity: &str) -> String {
 /// Whether to compile through ccache. A miss costs an extra preprocessor pass (measured: ~15-20% of
 /// a cold kernel build on 2 cores), so the very first build on a machine, with nothing to hit, goes
 /// without it; every later build uses it and fills it. `LAB_CCACHE=0|1` forces the choice.
-fn use_ccache(ccache_dir: &Path) -> bool {
-    let installed = process::output("sh", &["-c", "command -v ccache"]).is_ok();
+/// The answer is the ccache binary to compile through, if any.
+fn use_ccache(ccache_dir: &Path) -> Option<PathBuf> {
+    let installed = process::output("sh", &["-c", "command -v ccache"]).ok().map(|p| PathBuf::from(p.trim()));
     match std::env::var("LAB_CCACHE").as_deref() {
-        Ok("0") => false,
+        Ok("0") => None,
         Ok("1") => installed,
-        _ => installed && ccache_dir.is_dir(),
+        _ => installed.filter(|_| ccache_dir.is_dir()),
     }
 }
 
@@ -263,11 +264,11 @@ fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, lo
     let ccache_dir = std::env::var_os("CCACHE_DIR").map(PathBuf::from).unwrap_or_else(|| cache.path("ccache"));
     let ccache = use_ccache(&ccache_dir);
     let mut expr = process::command("make", &args).dir(tree);
-    if ccache {
+    if let Some(binary) = &ccache {
         // ccache goes in front of gcc on PATH rather than into CC: Kbuild records every object's
         // command line and rebuilds an object whose command changed, so `CC=ccache gcc` after a
         // build without ccache recompiled the whole kept tree. On PATH, the command stays `gcc ...`.
-        let bin = masquerade_dir(cache)?;
+        let bin = masquerade_dir(cache, binary)?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))?;
         // Debug info embeds the build directory, so ccache keys on it by default; without that, a
@@ -278,7 +279,7 @@ fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, lo
             .env("CCACHE_NOHASHDIR", "1")
             .env("CCACHE_BASEDIR", tree);
     }
-    let step = Step::start(&format!("{}: compiling (make -j{}{})", def.name, opts.jobs, if ccache { ", ccache" } else { "" }));
+    let step = Step::start(&format!("{}: compiling (make -j{}{})", def.name, opts.jobs, if ccache.is_some() { ", ccache" } else { "" }));
     let mut objects = 0usize;
     let mut last = Instant::now();
     let result = process::run_logged(expr, log, |line| {
@@ -299,16 +300,15 @@ fn compile(def: &Definition, tree: &Path, cache: &Cache, opts: &BuildOptions, lo
 }
 
 /// A folder whose `gcc` is ccache (ccache's masquerade mode: it runs the next `gcc` on PATH).
-fn masquerade_dir(cache: &Cache) -> anyhow::Result<PathBuf> {
-    let ccache = process::output("sh", &["-c", "command -v ccache"])?;
+fn masquerade_dir(cache: &Cache, ccache: &Path) -> anyhow::Result<PathBuf> {
     let dir = cache.path("ccache-bin");
     std::fs::create_dir_all(&dir)?;
     let link = dir.join("gcc");
-    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(ccache.trim())) {
+    if std::fs::read_link(&link).ok().as_deref() != Some(ccache) {
         // Replaced atomically: a concurrent build never sees the link missing.
         let tmp = dir.join(format!("gcc.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(ccache.trim(), &tmp)?;
+        std::os::unix::fs::symlink(ccache, &tmp)?;
         std::fs::rename(&tmp, &link)?;
     }
     Ok(dir)

@@ -295,16 +295,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
             // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
             let judge = |k: lab::matrix::KernelRun| {
-                let def = k.def.expect("mutant definitions were loaded above");
+                let def = k.def.as_ref().or_else(|| defs.iter().find(|d| d.name == k.name)).expect("a mutant of the list above");
                 let verdict = match k.run {
-                    Ok(run) => lab::report::MutantVerdict::judge(&def, &run),
-                    Err(e) => lab::report::MutantVerdict::not_run(&def, format!("{e:#}")),
+                    Ok(run) => lab::report::MutantVerdict::judge(def, &run),
+                    Err(e) => lab::report::MutantVerdict::not_run(def, format!("{e:#}")),
                 };
                 eprintln!("{}", verdict.line());
                 verdict
             };
-            let verdicts: Vec<_> =
-                lab::matrix::run_each(&kernels, &cache, &names, jobs, &exes, &project, &make_cfg, &judge).into_iter().map(|(_, v)| v).collect();
+            let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg };
+            let verdicts: Vec<_> = runner.run_each(&names, jobs, &judge).into_iter().map(|(_, v)| v).collect();
             let table = lab::report::mutant_table(&verdicts);
             print!("{table}");
             let out = project.join("results").join("mutants.md");
@@ -322,7 +322,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let jobs = jobs.unwrap_or_else(default_jobs);
             let started = std::time::Instant::now();
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
-            let rows = lab::matrix::run(&kernels, &cache, &names, jobs, &exes, &project, &make_cfg);
+            let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg };
+            let rows = runner.matrix(&names, jobs);
             let diffs = lab::matrix::differences(&rows);
             let wall = started.elapsed().as_secs_f64();
             let out = project.join("results").join("matrix");

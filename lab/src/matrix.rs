@@ -59,80 +59,66 @@ pub struct KernelRun {
     pub run: anyhow::Result<SuiteRun>,
 }
 
-/// Run the suite on each kernel and hand each outcome to `finish` as soon as it is known. Builds
-/// take turns (they use every core); up to `jobs` guests run at once. `vm_config` makes each
-/// kernel's VM configuration (it decides KVM or TCG). Results come back in `names` order.
-#[allow(clippy::too_many_arguments)]
-pub fn run_each<T: Send>(
-    kernels: &KernelsDir,
-    cache: &Cache,
-    names: &[String],
-    jobs: usize,
-    exes: &[PathBuf],
-    project: &Path,
-    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
-    finish: &(dyn Fn(KernelRun) -> T + Sync),
-) -> Vec<(String, T)> {
-    let queue = Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
-    let builds = Mutex::new(());
-    let done = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let Some(name) = queue.lock().unwrap().pop_front() else { break };
-                let outcome = finish(run_one(kernels, cache, &name, exes, project, vm_config, &builds));
-                done.lock().unwrap().push((name, outcome));
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap();
-    done.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
-    done
+/// What every kernel's run shares: where definitions and the cache are, the suite binaries, and
+/// how to make a kernel's VM configuration (`vm_config` decides KVM or TCG).
+pub struct Runner<'a> {
+    pub kernels: &'a KernelsDir,
+    pub cache: &'a Cache,
+    pub exes: &'a [PathBuf],
+    pub project: &'a Path,
+    pub vm_config: &'a (dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
 }
 
-/// The matrix: one row per kernel, green or red.
-pub fn run(
-    kernels: &KernelsDir,
-    cache: &Cache,
-    names: &[String],
-    jobs: usize,
-    exes: &[PathBuf],
-    project: &Path,
-    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
-) -> Vec<Row> {
-    let finish = |k: KernelRun| {
-        let row = match k.run {
-            Ok(run) => Row::from_run(&run),
-            Err(e) => Row { kernel: k.name.clone(), state: RowState::BuildFailed { error: format!("{e:#}") }, report: None },
+impl Runner<'_> {
+    /// Run the suite on each kernel and hand each outcome to `finish` as soon as it is known.
+    /// Builds take turns (they use every core); up to `jobs` guests run at once. Results come back
+    /// in `names` order.
+    pub fn run_each<T: Send>(&self, names: &[String], jobs: usize, finish: &(dyn Fn(KernelRun) -> T + Sync)) -> Vec<(String, T)> {
+        let queue = Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
+        let builds = Mutex::new(());
+        let done = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..jobs.max(1) {
+                s.spawn(|| loop {
+                    let Some(name) = queue.lock().unwrap().pop_front() else { break };
+                    let outcome = finish(self.run_one(&name, &builds));
+                    done.lock().unwrap().push((name, outcome));
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap();
+        done.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
+        done
+    }
+
+    /// The matrix: one row per kernel, green or red.
+    pub fn matrix(&self, names: &[String], jobs: usize) -> Vec<Row> {
+        let finish = |k: KernelRun| {
+            let row = match k.run {
+                Ok(run) => Row::from_run(&run),
+                Err(e) => Row { kernel: k.name.clone(), state: RowState::BuildFailed { error: format!("{e:#}") }, report: None },
+            };
+            eprintln!("lab: matrix: {}: {}", k.name, if row.green() { "green" } else { "RED" });
+            row
         };
-        eprintln!("lab: matrix: {}: {}", k.name, if row.green() { "green" } else { "RED" });
-        row
-    };
-    run_each(kernels, cache, names, jobs, exes, project, vm_config, &finish).into_iter().map(|(_, row)| row).collect()
-}
+        self.run_each(names, jobs, &finish).into_iter().map(|(_, row)| row).collect()
+    }
 
-fn run_one(
-    kernels: &KernelsDir,
-    cache: &Cache,
-    name: &str,
-    exes: &[PathBuf],
-    project: &Path,
-    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
-    builds: &Mutex<()>,
-) -> KernelRun {
-    let def = match kernels.load(name) {
-        Ok(d) => d,
-        Err(e) => return KernelRun { name: name.to_string(), def: None, run: Err(e.into()) },
-    };
-    let built = {
-        let _turn = builds.lock().unwrap();
-        build::build(&def, kernels, cache, &BuildOptions::default())
-    };
-    let run = built.and_then(|built| {
-        vm_config(name, &built.entry.kernel_image())
-            .and_then(|cfg| suite::run(&def, &built.entry, project, exes, cfg, &suite::SuiteOptions::default()))
-    });
-    KernelRun { name: name.to_string(), def: Some(def), run }
+    fn run_one(&self, name: &str, builds: &Mutex<()>) -> KernelRun {
+        let def = match self.kernels.load(name) {
+            Ok(d) => d,
+            Err(e) => return KernelRun { name: name.to_string(), def: None, run: Err(e.into()) },
+        };
+        let built = {
+            let _turn = builds.lock().unwrap();
+            build::build(&def, self.kernels, self.cache, &BuildOptions::default())
+        };
+        let run = built.and_then(|built| {
+            (self.vm_config)(name, &built.entry.kernel_image())
+                .and_then(|cfg| suite::run(&def, &built.entry, self.project, self.exes, cfg, &suite::SuiteOptions::default()))
+        });
+        KernelRun { name: name.to_string(), def: Some(def), run }
+    }
 }
 
 impl Row {
