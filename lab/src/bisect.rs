@@ -228,7 +228,7 @@ fn try_step(args: &StepArgs, kernels: &KernelsDir, cache: &Cache, vm_config: &dy
             record.cached = built.cached;
             let cfg = vm_config(&def.name, &built.entry.kernel_image())?;
             let started = Instant::now();
-            let run = suite::run(&def, &built.entry, &project, &exes, cfg, &SuiteOptions { filter: args.filter.clone(), review: false })?;
+            let run = suite::run(&def, &built.entry, &project, &exes, cfg, &SuiteOptions { filter: args.filter.clone(), ..Default::default() })?;
             record.run_seconds = started.elapsed().as_secs_f64();
             let (verdict, reason) = judge(&run.guest.outcome, &run.report.cases);
             record.verdict = verdict;
@@ -689,19 +689,6 @@ fn steps_for(candidates: usize) -> usize {
     (candidates.max(1) as f64).log2().ceil() as usize
 }
 
-/// The cases `filter` selects, as the suite binaries list them on the host (`--list` runs nothing).
-pub fn list_cases(exes: &[PathBuf], filter: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut cases = Vec::new();
-    for exe in exes {
-        let mut cmd = Command::new(exe);
-        cmd.arg("--list").args(filter);
-        let out = cmd.output().with_context(|| format!("cannot run {}", exe.display()))?;
-        anyhow::ensure!(out.status.success(), "{} --list failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
-        cases.extend(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string));
-    }
-    Ok(cases)
-}
-
 /// Remove scratch repositories of bisections whose lab is gone (the reaper did not get to run:
 /// a reboot, a SIGKILL of both), and make the user's tree forget such worktrees.
 fn sweep_stale(root: &Path, tree: Option<&PathBuf>) {
@@ -755,7 +742,7 @@ pub fn run(opts: &Options, kernels: &KernelsDir, cache: &Cache) -> anyhow::Resul
     let project = project_dir(kernels)?;
     let exes = suite::build_binaries(&project);
     let cases = match &exes {
-        Ok(exes) => list_cases(exes, opts.filter.as_deref()),
+        Ok(exes) => suite::list_cases(exes, opts.filter.as_deref()),
         Err(e) => Err(anyhow::anyhow!("building the suite failed: {e:#}")),
     };
     if opts.dry_run {

@@ -76,6 +76,10 @@ enum Command {
         /// stopped sooner: that is a stuck case).
         #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
+        /// Test-only: the case whose name contains this aborts its test binary mid-suite, to show
+        /// how the lab reports a suite that died.
+        #[arg(long, hide = true)]
+        abort_case: Option<String>,
     },
     /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
     Mutants {
@@ -243,7 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             report(&def.name, &run, &cfg)
         }
-        Command::Test { kernel, filter, review, profile, timeout } => {
+        Command::Test { kernel, filter, review, profile, timeout, abort_case } => {
             let mut def = kernels.load(&kernel)?;
             if let Some(p) = profile.filter(|p| *p != def.profile) {
                 // A different kernel deserves its own name: results, logs and `lab list` would
@@ -255,7 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let project = project_dir(&kernels)?;
             let exes = suite::build_binaries(&project)?;
             let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
-            let opts = suite::SuiteOptions { filter, review };
+            let opts = suite::SuiteOptions { filter, review, abort_case };
             let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
             // The same per-kernel outputs the matrix writes, so a CI job per kernel can publish them.
             let row = lab::matrix::Row::from_run(&run);
@@ -269,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if !matches!(run.guest.outcome, Outcome::Exited { .. }) {
                 return report(&def.name, &run.guest, &run.cfg);
             }
-            if run.report.cases.is_empty() {
+            if run.report.suite_cases() == 0 {
                 eprintln!("error: the guest ran no cases; its output:\n{}", process::tail(&String::from_utf8_lossy(&run.guest.stdout), 40));
                 return Ok(1);
             }

@@ -125,7 +125,7 @@ impl Row {
     /// A row from a finished suite run: green or red by its cases, red when the guest misbehaved.
     pub fn from_run(run: &SuiteRun) -> Row {
         let state = match &run.guest.outcome {
-            Outcome::Exited { .. } if !run.report.cases.is_empty() => RowState::Ran,
+            Outcome::Exited { .. } if run.report.suite_cases() > 0 => RowState::Ran,
             outcome => RowState::GuestFailed {
                 outcome: serde_json::to_value(outcome).unwrap_or_default(),
                 console_tail: run.guest.console_tail(30),
@@ -240,6 +240,10 @@ mod tests {
                 guest: serde_json::json!({"kind": "exited", "code": 0}),
                 guest_seconds: 1.0,
                 cases: vec![case],
+                listed: 1,
+                suite_started: true,
+                problems: vec![],
+                retried: None,
             }),
         }
     }

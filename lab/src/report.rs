@@ -15,17 +15,33 @@ pub fn case_line(case: &CaseResult) -> String {
 /// The human summary: failures with their evidence, then counts per path.
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
-    for case in report.cases.iter().filter(|c| c.status == Status::Failed) {
-        out.push_str(&format!("\n--- FAILED {} ---\n", case.name));
+    for case in report.cases.iter().filter(|c| matches!(c.status, Status::Failed | Status::Crashed)) {
+        out.push_str(&format!("\n--- {} {} ---\n", case.status.label(), case.name));
         if let Some(text) = &case.failure {
             out.push_str(&suite::failure_excerpt(text, 40));
             out.push('\n');
         }
     }
+    let not_run: Vec<&str> = report.cases.iter().filter(|c| c.status == Status::NotRun).map(|c| c.name.as_str()).collect();
+    if let Some(first) = not_run.first() {
+        out.push_str(&format!("\nNOT RUN: {} listed case(s) never started (first: {first})\n", not_run.len()));
+    }
+    for problem in &report.problems {
+        out.push_str(&format!("\nRUN PROBLEM: {problem}\n"));
+    }
+    if let Some(why) = &report.retried {
+        out.push_str(&format!("\nretried: the first boot was thrown away ({why})\n"));
+    }
     out.push_str(&format!(
-        "\n{} on {} ({}), suite ran {:.0}s in the guest\n",
-        report.kernel, report.release, report.accel, report.guest_seconds
+        "\n{} on {} ({}), suite ran {:.0}s in the guest; {} of {} listed cases have a verdict\n",
+        report.kernel,
+        report.release,
+        report.accel,
+        report.guest_seconds,
+        report.cases.iter().filter(|c| !matches!(c.status, Status::Crashed | Status::NotRun) && c.name != suite::KMEMLEAK_CASE).count(),
+        report.listed,
     ));
+    // "failed" counts every case without a pass: failures, crashes and cases never run.
     out.push_str(&format!("{:<10} {:>7} {:>7} {:>12} {:>8}\n", "path", "passed", "failed", "unsupported", "ignored"));
     for (path, [p, f, u, i]) in suite::tally(&report.cases) {
         out.push_str(&format!("{path:<10} {p:>7} {f:>7} {u:>12} {i:>8}\n"));
@@ -34,7 +50,7 @@ pub fn render(report: &RunReport) -> String {
         "{:<10} {:>7} {:>7} {:>12} {:>8}\n",
         "total",
         report.count(Status::Passed),
-        report.count(Status::Failed),
+        report.cases.iter().filter(|c| c.status.is_failure()).count(),
         report.count(Status::Unsupported),
         report.count(Status::Ignored)
     ));
@@ -252,6 +268,10 @@ mod tests {
                 guest: serde_json::to_value(&hung).unwrap(),
                 guest_seconds: 1300.0,
                 cases: vec![leaked],
+                listed: 1,
+                suite_started: true,
+                problems: vec![],
+                retried: None,
             },
             guest: crate::vm::GuestRun { outcome: hung, stdout: vec![], console: String::new(), wall: std::time::Duration::from_secs(1300) },
             results: "/tmp/x".into(),
@@ -406,6 +426,11 @@ pub fn junit(row: &Row) -> String {
             Status::Ignored => {
                 skipped += 1;
                 "\n      <skipped message=\"ignored\"/>\n    ".to_string()
+            }
+            Status::Crashed | Status::NotRun => {
+                errors += 1;
+                let text = case.failure.as_deref().unwrap_or("");
+                format!("\n      <error message=\"{}\" type=\"{}\">{}</error>\n    ", xml_escape(case.status.label()), case.status.label().to_lowercase(), xml_escape(text))
             }
             Status::Passed => String::new(),
         };

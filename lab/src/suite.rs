@@ -25,6 +25,21 @@ pub struct RunReport {
     pub guest: serde_json::Value,
     pub guest_seconds: f64,
     pub cases: Vec<CaseResult>,
+    /// How many cases the suite binaries list for the filter: every one of them must end with a
+    /// verdict, or the run says which did not.
+    #[serde(default)]
+    pub listed: usize,
+    /// Whether libtest started running cases in the guest: a guest that fails before that says
+    /// nothing about the kernel's data path (a boot failure), whatever it did.
+    #[serde(default)]
+    pub suite_started: bool,
+    /// What went wrong with the run itself, beside failing cases: a suite binary that exited
+    /// non-zero with no failed case, a binary that never reported its exit.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Why a first attempt was thrown away and the guest booted again (a boot failure), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<String>,
 }
 
 impl RunReport {
@@ -32,8 +47,16 @@ impl RunReport {
         self.cases.iter().filter(|c| c.status == status).count()
     }
 
+    /// A case that did not pass, was not unsupported or ignored, or a run that went wrong: the
+    /// run is not a pass.
     pub fn failed(&self) -> bool {
-        self.count(Status::Failed) > 0
+        self.cases.iter().any(|c| c.status.is_failure()) || !self.problems.is_empty()
+    }
+
+    /// The suite's own cases, without the whole-run pseudo-case (kmemleak): what "ran no cases"
+    /// counts.
+    pub fn suite_cases(&self) -> usize {
+        self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE).count()
     }
 }
 
@@ -43,6 +66,9 @@ pub struct SuiteOptions {
     pub filter: Option<String>,
     /// Write `.snap.new` files instead of failing on a changed snapshot.
     pub review: bool,
+    /// Test-only: the case whose name contains this aborts its test binary (a crash in the middle
+    /// of a suite, to prove the lab reports it).
+    pub abort_case: Option<String>,
 }
 
 /// A finished suite run: the report, the raw guest run, and where the results are.
@@ -64,6 +90,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     // libtest prints every case's name and verdict, so a long quiet spell is a stuck case: found in
     // minutes, while the total timeout only has to bound a whole suite on a slow host.
     cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
+    let listed = list_cases(exes, opts.filter.as_deref())?;
     let command = guest_command(exes, &results, project, opts, def.profile);
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut pending = String::new();
@@ -80,13 +107,18 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     })?;
     step.finish(&format!("{done} cases"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
+    let cases = collect(&output, &results, &listed);
     let report = RunReport {
         kernel: def.name.clone(),
         release: entry.manifest.release.clone(),
         accel: cfg.accel.as_str().into(),
         guest: serde_json::to_value(&guest.outcome)?,
         guest_seconds: guest.wall.as_secs_f64(),
-        cases: collect(&output, &results),
+        problems: run_problems(&output, exes, &cases),
+        suite_started: suite_started(&output),
+        listed: listed.len(),
+        cases,
+        retried: None,
     };
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(SuiteRun { report, guest, results, cfg })
@@ -104,6 +136,13 @@ pub enum Status {
     /// snapshot, counted apart from passes.
     Unsupported,
     Ignored,
+    /// The case was running when its test binary died (abort, signal, a panic across threads):
+    /// libtest never printed its verdict.
+    Crashed,
+    /// Listed by the test binary but never started: a case before it crashed the binary, or the
+    /// guest died.
+    #[serde(rename = "not-run")]
+    NotRun,
 }
 
 impl Status {
@@ -113,7 +152,14 @@ impl Status {
             Status::Failed => "FAILED",
             Status::Unsupported => "unsupported",
             Status::Ignored => "ignored",
+            Status::Crashed => "CRASHED",
+            Status::NotRun => "NOT RUN",
         }
+    }
+
+    /// Whether this status makes a run red: a failure, or no verdict at all.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::Crashed | Status::NotRun)
     }
 }
 
@@ -171,10 +217,11 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
-        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale}; rc=0; ",
+        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={}; rc=0; ",
         shell_words::quote(&results.display().to_string()),
         shell_words::quote(&project.display().to_string()),
         if review { "new" } else { "no" },
+        shell_words::quote(opts.abort_case.as_deref().unwrap_or("")),
     );
     // kmemleak (debug kernels) reports per boot: forget what boot itself left, so that what remains
     // after the suite is the suite's.
@@ -187,7 +234,13 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
         if let Some(f) = filter {
             args.push(f.to_string());
         }
-        script.push_str(&format!("{} || rc=1; ", shell_words::join(&args)));
+        // libtest's own summary line is lost when the binary dies: its exit status is printed so the
+        // host can tell a binary that crashed from one that finished.
+        script.push_str(&format!(
+            "{}; code=$?; echo; echo \"{EXIT_MARKER}{} exited $code\"; [ $code = 0 ] || rc=1; ",
+            shell_words::join(&args),
+            binary_name(exe),
+        ));
     }
     // kmemleak only reports objects older than 5 s (MSECS_MIN_AGE) and suggests a second scan
     // against false positives, so this one wait is the kernel's rule, not a guess.
@@ -197,6 +250,79 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
     ));
     script.push_str("exit $rc");
     vec!["sh".into(), "-c".into(), script]
+}
+
+/// What the guest prints after each suite binary: `sockmap-lab: suite binary NAME exited CODE`.
+const EXIT_MARKER: &str = "sockmap-lab: suite binary ";
+
+fn binary_name(exe: &Path) -> String {
+    exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The cases each suite binary lists for `filter`, by libtest name: what a complete run must
+/// report a verdict for. Listing runs on the host (it starts no case) and uses libtest's own filter.
+pub fn list_cases(exes: &[PathBuf], filter: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let mut cases = Vec::new();
+    for exe in exes {
+        let out = std::process::Command::new(exe)
+            .arg("--list")
+            .args(filter)
+            .output()
+            .with_context(|| format!("cannot run {} --list", exe.display()))?;
+        anyhow::ensure!(out.status.success(), "{} --list failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
+        cases.extend(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string));
+    }
+    Ok(cases)
+}
+
+/// Whether libtest got as far as running cases.
+pub fn suite_started(output: &str) -> bool {
+    output.lines().any(|l| l.starts_with("running ") && l.ends_with(" tests") || l.starts_with("test ") && l.contains(" ... "))
+}
+
+/// Each suite binary's exit code as the guest printed it.
+fn binary_exits(output: &str) -> Vec<(String, i32)> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(EXIT_MARKER)?.rsplit_once(" exited "))
+        .filter_map(|(name, code)| Some((name.to_string(), code.trim().parse().ok()?)))
+        .collect()
+}
+
+/// What the run's exit statuses say that its cases do not: a binary that exited non-zero with no
+/// failed or crashed case (something outside the cases went wrong), a binary that never reported.
+fn run_problems(output: &str, exes: &[PathBuf], cases: &[CaseResult]) -> Vec<String> {
+    let exits = binary_exits(output);
+    let failing = cases.iter().any(|c| matches!(c.status, Status::Failed | Status::Crashed));
+    let mut problems = Vec::new();
+    for exe in exes {
+        let name = binary_name(exe);
+        match exits.iter().find(|(n, _)| *n == name) {
+            None if suite_started(output) => problems.push(format!("suite binary {name} never reported its exit (the guest stopped while it ran)")),
+            None => {}
+            Some((_, code)) if *code != 0 && !failing => {
+                problems.push(format!("suite binary {name} exited {code} with no failed case"))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// The case libtest announced last without a verdict: the one running when its binary died.
+fn running_case(output: &str, finished: &[(String, Status, Option<String>)]) -> Option<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("test ")?.split_once(" ... ").map(|(name, _)| name.trim().to_string()))
+        .filter(|name| !finished.iter().any(|c| c.0 == *name))
+        .last()
+}
+
+/// The guest output from the crashed case's `test NAME ...` line on: its last words.
+fn crash_context(output: &str, name: &str) -> String {
+    let start = output.find(&format!("test {name} ... ")).unwrap_or(0);
+    let after: Vec<&str> = output[start..].lines().take(40).collect();
+    after.join("\n")
 }
 
 /// Read libtest's human output: `test NAME ... ok|FAILED|ignored`, then the failures section.
@@ -286,11 +412,25 @@ fn kmemleak_case(results: &Path) -> Option<CaseResult> {
     Some(CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status, observation: Some(observation), failure })
 }
 
-/// Merge libtest's verdicts with the result files the cases wrote into `results`.
-pub fn collect(output: &str, results: &Path) -> Vec<CaseResult> {
+/// Merge libtest's verdicts with the result files the cases wrote into `results`, and account for
+/// every `listed` case: one without a verdict crashed (the one that was running) or was not run.
+pub fn collect(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResult> {
     let mut records = result_files(results);
     let kmemleak = kmemleak_case(results);
-    parse_libtest(output)
+    let mut verdicts = parse_libtest(output);
+    let running = running_case(output, &verdicts);
+    for name in listed {
+        if verdicts.iter().any(|c| c.0 == *name) {
+            continue;
+        }
+        let (status, why) = if running.as_deref() == Some(name.as_str()) {
+            (Status::Crashed, format!("crashed: no verdict, the case was running when its test binary died; guest output from its start:\n{}", crash_context(output, name)))
+        } else {
+            (Status::NotRun, "not run: the suite stopped before this case started".to_string())
+        };
+        verdicts.push((name.clone(), status, Some(why)));
+    }
+    verdicts
         .into_iter()
         .map(|(test, mut status, failure)| {
             let record = records.remove(&test);
@@ -322,6 +462,8 @@ pub fn tally(cases: &[CaseResult]) -> Vec<(String, [usize; 4])> {
             Status::Failed => 1,
             Status::Unsupported => 2,
             Status::Ignored => 3,
+            // No verdict is no pass: counted with the failures (the report names them apart).
+            Status::Crashed | Status::NotRun => 1,
         };
         rows[idx].1[col] += 1;
     }
@@ -382,13 +524,13 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     #[test]
     fn kmemleak_reports_become_one_case_that_fails_only_on_a_leak() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(collect(OUTPUT, dir.path()).iter().all(|c| c.name != KMEMLEAK_CASE), "no report, no case");
+        assert!(collect(OUTPUT, dir.path(), &[]).iter().all(|c| c.name != KMEMLEAK_CASE), "no report, no case");
         std::fs::write(dir.path().join(KMEMLEAK_FILE), "").unwrap();
-        let clean = collect(OUTPUT, dir.path()).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
+        let clean = collect(OUTPUT, dir.path(), &[]).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
         assert_eq!((clean.status, clean.path.as_str()), (Status::Passed, "other"));
         let report = "unreferenced object 0xffff888003b1c000 (size 1024):\n  comm \"kworker/0:1\"\n  backtrace:\n    sk_psock_init+0x2a/0x300\n";
         std::fs::write(dir.path().join(KMEMLEAK_FILE), report).unwrap();
-        let leak = collect(OUTPUT, dir.path()).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
+        let leak = collect(OUTPUT, dir.path(), &[]).into_iter().find(|c| c.name == KMEMLEAK_CASE).unwrap();
         assert_eq!(leak.status, Status::Failed);
         assert!(leak.failure.unwrap().contains("1 unreferenced objects after the suite:\nunreferenced object 0xffff888003b1c000"));
     }
@@ -408,13 +550,82 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
             r#"{"case":"rx_to_tx_via_sockhash_over_udp_1kib","test":"rx_to_tx::map_2_Sockhash::family_3_Udp::payload_2_OneKib","status":"unsupported","observation":{"error":"EOPNOTSUPP"}}"#,
         )
         .unwrap();
-        let cases = collect(OUTPUT, dir.path());
+        let cases = collect(OUTPUT, dir.path(), &[]);
         assert_eq!(cases[1].status, Status::Unsupported);
         assert_eq!(cases[1].name, "rx_to_tx_via_sockhash_over_udp_1kib");
         assert_eq!(cases[1].observation.as_ref().unwrap()["error"], "EOPNOTSUPP");
         assert_eq!(cases[1].path, "rx_to_tx");
         let rows = tally(&cases);
         assert_eq!(rows, vec![("tx_to_rx".to_string(), [1, 0, 0, 0]), ("tx_to_tx".into(), [0, 1, 0, 0]), ("rx_to_tx".into(), [0, 0, 1, 0])]);
+    }
+
+    /// A binary that aborts in the middle of the suite: libtest's line for the running case has no
+    /// verdict and the rest never start.
+    const ABORTED: &str = "\
+running 3 tests
+test tx_to_rx::a ... ok
+test tx_to_rx::b ... lab: aborting on purpose
+sockmap-lab: suite binary redirect-0123 exited 134
+";
+
+    #[test]
+    fn a_listed_case_without_a_verdict_crashed_and_the_ones_after_it_were_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = ["tx_to_rx::a", "tx_to_rx::b", "tx_to_rx::c"].map(String::from);
+        let cases = collect(ABORTED, dir.path(), &listed);
+        let got: Vec<(&str, Status)> = cases.iter().map(|c| (c.name.as_str(), c.status)).collect();
+        assert_eq!(got, [("tx_to_rx::a", Status::Passed), ("tx_to_rx::b", Status::Crashed), ("tx_to_rx::c", Status::NotRun)]);
+        assert!(cases[1].failure.as_deref().unwrap().contains("lab: aborting on purpose"), "the crash shows the guest output around it");
+        assert_eq!(tally(&cases), vec![("tx_to_rx".to_string(), [1, 2, 0, 0])]);
+    }
+
+    fn report(cases: Vec<CaseResult>, problems: Vec<String>) -> RunReport {
+        RunReport {
+            kernel: "k".into(),
+            release: "r".into(),
+            accel: "tcg".into(),
+            guest: serde_json::json!({"kind": "exited", "code": 0}),
+            guest_seconds: 1.0,
+            cases,
+            listed: 0,
+            suite_started: true,
+            problems,
+            retried: None,
+        }
+    }
+
+    #[test]
+    fn a_crashed_or_unrun_case_or_a_run_problem_fails_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = ["tx_to_rx::a", "tx_to_rx::b"].map(String::from);
+        let only_passes: Vec<_> = collect(ABORTED, dir.path(), &listed[..1]);
+        assert!(!report(only_passes.clone(), vec![]).failed());
+        assert!(report(collect(ABORTED, dir.path(), &listed), vec![]).failed());
+        assert!(report(only_passes, vec!["x".into()]).failed());
+    }
+
+    #[test]
+    fn a_binary_that_exits_non_zero_with_no_failed_case_is_a_problem() {
+        let exes = [PathBuf::from("/t/redirect-0123")];
+        let out = "running 1 tests\ntest tx_to_rx::a ... ok\nsockmap-lab: suite binary redirect-0123 exited 101\n";
+        let cases = collect(out, Path::new("/nonexistent"), &["tx_to_rx::a".into()]);
+        assert_eq!(run_problems(out, &exes, &cases), ["suite binary redirect-0123 exited 101 with no failed case"]);
+        let fine = out.replace("exited 101", "exited 0");
+        assert!(run_problems(&fine, &exes, &cases).is_empty());
+        let died = "running 1 tests\ntest tx_to_rx::a ... ok\n";
+        assert_eq!(run_problems(died, &exes, &cases), ["suite binary redirect-0123 never reported its exit (the guest stopped while it ran)"]);
+    }
+
+    #[test]
+    fn the_kmemleak_case_is_not_a_suite_case() {
+        let kml = CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status: Status::Passed, observation: None, failure: None };
+        assert_eq!(report(vec![kml], vec![]).suite_cases(), 0);
+    }
+
+    #[test]
+    fn the_suite_started_once_libtest_runs_cases() {
+        assert!(!suite_started("[    1.0] booting\nsockmap-lab: guest command starting\n"));
+        assert!(suite_started("\nrunning 386 tests\n"));
     }
 
     #[test]

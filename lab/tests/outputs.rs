@@ -22,6 +22,10 @@ fn rows() -> Vec<Row> {
             case("tx_to_tx_via_sockmap_over_udp_1b", Status::Unsupported, None),
             case("rx_to_rx_via_sockhash_over_ipv6_1kib", Status::Failed, Some("   22 │+      \"received\": 0, <&> \u{1b}[31m")),
         ],
+        listed: 3,
+        suite_started: true,
+        problems: vec![],
+        retried: None,
     };
     vec![
         Row { kernel: "debian-6.12".into(), state: RowState::Ran, report: Some(report) },

@@ -18,6 +18,7 @@ use crate::rig::{observe, Rig, Scenario};
 /// snapshot says, so that reviewing snapshots cannot make such a case pass.
 pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_>)) {
     require_guest();
+    abort_if_asked(name);
     capture_libbpf_log();
     enter_fresh_netns().expect("entering a fresh network namespace");
     let audit = Audit::begin();
@@ -26,6 +27,16 @@ pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnc
     let observation = observe(scenario, config, &mut ledger, body);
     let (accounting, unclean) = audit.finish(&ledger);
     check(name, &Observed { observation, accounting }, mechanism, unclean);
+}
+
+/// The lab's test-only crash switch (`lab test --abort-case`): the named case kills its whole test
+/// binary, as a segfault or an OOM kill would, to prove that the lab reports a suite that died.
+fn abort_if_asked(name: &str) {
+    let wanted = std::env::var("LAB_TEST_ABORT_CASE").unwrap_or_default();
+    if !wanted.is_empty() && name.contains(&wanted) {
+        eprintln!("lab: {name}: aborting the test binary on purpose (LAB_TEST_ABORT_CASE={wanted})");
+        std::process::abort();
+    }
 }
 
 /// What a case's snapshot holds.
