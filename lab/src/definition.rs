@@ -15,7 +15,11 @@ struct RawDefinition {
     name: String,
     #[serde(default)]
     description: String,
-    source: RawSource,
+    /// Another definition this one builds on: its source, patches and fragments come first.
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    source: Option<RawSource>,
     #[serde(default)]
     patches: Option<PathBuf>,
     #[serde(default)]
@@ -114,6 +118,8 @@ pub struct Definition {
     pub matrix: bool,
     /// For a deliberately broken kernel: what it breaks. The suite must fail on it.
     pub mutant: Option<String>,
+    /// The definition this one is stacked on (a mutant's unmutated kernel: its control).
+    pub base: Option<String>,
 }
 
 /// A definition error: the file, the field (when one is to blame) and what is wrong.
@@ -295,7 +301,35 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         return Err(err(Some("name"), "must be non-empty and use only letters, digits, `-`, `_` and `.`".into()));
     }
 
-    let source = match raw.source {
+    let based_on = match &raw.base {
+        None => None,
+        Some(name) => {
+            if raw.source.is_some() {
+                return Err(err(Some("source"), format!("comes from the base `{name}`; a definition with `base` has no source of its own")));
+            }
+            let file = base.join(format!("{name}.toml"));
+            if !file.is_file() || name == &raw.name {
+                return Err(err(Some("base"), format!("`{name}` is not another definition in {}", base.display())));
+            }
+            let def = load_file(&file).map_err(|e| err(Some("base"), format!("`{name}` does not load: {e}")))?;
+            if def.source.is_prebuilt() {
+                return Err(err(Some("base"), format!("`{name}` is a prebuilt image; only a source build can be stacked on")));
+            }
+            Some(def)
+        }
+    };
+    if raw.mutant.is_some() && based_on.is_none() {
+        return Err(err(
+            Some("base"),
+            "a mutant names the kernel it breaks (`base = \"...\"`): the lab stacks it on that kernel and runs the base as its control".into(),
+        ));
+    }
+    let raw_source = match (raw.source, &based_on) {
+        (Some(source), _) => source,
+        (None, Some(_)) => RawSource::DebianSource { package: "linux-source-".into() },
+        (None, None) => return Err(err(Some("source"), "is missing: name a source, or a `base` definition to build on".into())),
+    };
+    let source = match raw_source {
         RawSource::DebianSource { package } => {
             if !package.starts_with("linux-source-") {
                 return Err(err(
@@ -366,13 +400,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         }
     }
 
-    let patches = match &raw.patches {
+    let mut patches = match &raw.patches {
         None => Vec::new(),
         Some(dir) => crate::patches::series(&absolute(base, dir))
             .map_err(|e| err(Some("patches"), e.to_string()))?,
     };
-
     let mut config = Vec::new();
+    let source = match &based_on {
+        Some(def) => {
+            patches.splice(0..0, def.patches.iter().cloned());
+            config.extend(def.config.iter().cloned());
+            def.source.clone()
+        }
+        None => source,
+    };
+
     for (i, fragment) in raw.config.iter().enumerate() {
         let path = absolute(base, fragment);
         if !path.is_file() {
@@ -394,6 +436,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         profile: raw.profile,
         matrix: raw.matrix,
         mutant: raw.mutant,
+        base: raw.base,
     })
 }
 
@@ -519,7 +562,8 @@ mod tests {
     #[test]
     fn missing_source_is_named() {
         let e = parse_named("x", "name = \"x\"\n").unwrap_err();
-        assert!(e.to_string().contains("missing field `source`"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("source"));
+        assert!(e.to_string().contains("is missing: name a source, or a `base`"), "{e}");
     }
 
     #[test]
@@ -542,6 +586,31 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("source.sha256"));
         let e = parse_named("t", "name = \"t\"\n[source]\nkind = \"tarball\"\npath = \"x\"\nsha256 = \"abc\"\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("source.sha256"));
+    }
+
+    #[test]
+    fn a_mutant_is_stacked_on_its_base_and_must_name_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["fix", "mutants/m"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("fix/0001-fix.patch"), "").unwrap();
+        std::fs::write(dir.path().join("mutants/m/0001-break.patch"), "").unwrap();
+        std::fs::write(
+            dir.path().join("fixed.toml"),
+            "name = \"fixed\"\npatches = \"fix\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n",
+        )
+        .unwrap();
+        let def = parse(&dir.path().join("m.toml"), "name = \"m\"\nmutant = \"x\"\nbase = \"fixed\"\npatches = \"mutants/m\"\n").unwrap();
+        let names: Vec<_> = def.patches.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["0001-fix.patch", "0001-break.patch"], "the base's patches first");
+        assert_eq!(def.source, Source::DebianSource { package: "linux-source-6.12".into() });
+        assert_eq!(def.base.as_deref(), Some("fixed"));
+        let no_base = "name = \"m\"\nmutant = \"x\"\npatches = \"mutants/m\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n";
+        let e = parse(&dir.path().join("m.toml"), no_base).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("base"));
+        let unknown = parse(&dir.path().join("m.toml"), "name = \"m\"\nmutant = \"x\"\nbase = \"nope\"\npatches = \"mutants/m\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("`nope` is not another definition"), "{unknown}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod definition;
 pub mod kconfig;
 pub mod matrix;
+pub mod mutants;
 pub mod patches;
 pub mod process;
 pub mod progress;

@@ -283,40 +283,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if run.report.failed() { 1 } else { 0 })
         }
         Command::Mutants { names, jobs, timeout } => {
-            let defs: Vec<_> = if names.is_empty() {
-                kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect()
-            } else {
-                names.iter().map(|n| kernels.load(n)).collect::<Result<_, _>>()?
-            };
-            anyhow::ensure!(!defs.is_empty(), "no mutant definitions (a definition with `mutant = \"...\"`) in {}", kernels.dir.display());
-            for def in &defs {
-                anyhow::ensure!(def.mutant.is_some(), "{} is not a mutant (it has no `mutant` field)", def.name);
-            }
             let project = project_dir(&kernels)?;
-            let exes = suite::build_binaries(&project)?;
-            let jobs = jobs.unwrap_or_else(default_jobs);
-            let names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
-            // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
-            let judge = |k: lab::matrix::KernelRun| {
-                let def = k.def.as_ref().or_else(|| defs.iter().find(|d| d.name == k.name)).expect("a mutant of the list above");
-                let verdict = match k.run {
-                    Ok(run) => lab::report::MutantVerdict::judge(def, &run),
-                    Err(e) => lab::report::MutantVerdict::not_run(def, format!("{e:#}")),
-                };
-                eprintln!("{}", verdict.line());
-                verdict
-            };
-            let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg };
-            let verdicts: Vec<_> = runner.run_each(&names, jobs, &judge).into_iter().map(|(_, v)| v).collect();
-            let table = lab::report::mutant_table(&verdicts);
-            print!("{table}");
-            let out = project.join("results").join("mutants.md");
-            std::fs::create_dir_all(out.parent().unwrap())?;
-            std::fs::write(&out, &table)?;
-            std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&verdicts)?)?;
-            println!("results: {}", out.display());
-            Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
+            let jobs = jobs.unwrap_or_else(default_jobs);
+            lab::mutants::run(&kernels, &cache, &project, &names, jobs, &make_cfg)
         }
         Command::Matrix { kernels: names, jobs, timeout } => {
             let names = if names.is_empty() { lab::matrix::default_kernels(&kernels)? } else { names };
@@ -326,7 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let jobs = jobs.unwrap_or_else(default_jobs);
             let started = std::time::Instant::now();
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
-            let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg };
+            let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg, retry_boot: false };
             let rows = runner.matrix(&names, jobs);
             let diffs = lab::matrix::differences(&rows);
             let wall = started.elapsed().as_secs_f64();

@@ -67,6 +67,9 @@ pub struct Runner<'a> {
     pub exes: &'a [PathBuf],
     pub project: &'a Path,
     pub vm_config: &'a (dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
+    /// Boot again, once, a guest that failed before the suite started (and say so in the report):
+    /// for mutants, whose verdict must rest on the suite, not on a flaky boot.
+    pub retry_boot: bool,
 }
 
 impl Runner<'_> {
@@ -114,8 +117,21 @@ impl Runner<'_> {
             build::build(&def, self.kernels, self.cache, &BuildOptions::default())
         };
         let run = built.and_then(|built| {
-            (self.vm_config)(name, &built.entry.kernel_image())
-                .and_then(|cfg| suite::run(&def, &built.entry, self.project, self.exes, cfg, &suite::SuiteOptions::default()))
+            let attempt = || {
+                (self.vm_config)(name, &built.entry.kernel_image())
+                    .and_then(|cfg| suite::run(&def, &built.entry, self.project, self.exes, cfg, &suite::SuiteOptions::default()))
+            };
+            match attempt() {
+                Ok(first) if self.retry_boot && !first.report.suite_started => {
+                    let why = crate::report::describe_outcome(&first.guest.outcome);
+                    eprintln!("lab: {name}: the guest failed before the suite started ({why}); booting it once more");
+                    attempt().map(|mut again| {
+                        again.report.retried = Some(why);
+                        again
+                    })
+                }
+                other => other,
+            }
         });
         KernelRun { name: name.to_string(), def: Some(def), run }
     }

@@ -63,7 +63,10 @@ pub struct MutantVerdict {
     pub mutant: String,
     pub breaks: String,
     pub caught: bool,
-    /// Failing cases per path, e.g. "tx_to_rx: 25".
+    /// The mutant's guest never ran the suite (boot failure, lab error): neither caught nor missed.
+    #[serde(default)]
+    pub not_run: bool,
+    /// Failing cases per path, e.g. "tx_to_rx: 25" (only cases that pass on the control).
     pub caught_by: Vec<String>,
     /// Which checks failed, e.g. "accounting 12, splat 12, payload 3" (cases per kind).
     #[serde(default)]
@@ -71,6 +74,9 @@ pub struct MutantVerdict {
     /// The first failing case and the first lines of what differed, or the kernel splat; an
     /// accounting or splat failure is preferred, since that is what an accounting mutant must trip.
     pub evidence: String,
+    /// The unmutated base kernel's run in the same session: what a catch is measured against.
+    #[serde(default)]
+    pub control: String,
 }
 
 /// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
@@ -128,15 +134,30 @@ impl MutantVerdict {
             mutant: def.name.clone(),
             breaks: def.mutant.clone().unwrap_or_default(),
             caught: false,
+            not_run: true,
             caught_by: vec![],
             checks: String::new(),
             evidence: format!("not run: {why}"),
+            control: String::new(),
         }
     }
 
-    pub fn judge(def: &Definition, run: &SuiteRun) -> MutantVerdict {
-        let failed: Vec<&CaseResult> = run.report.cases.iter().filter(|c| c.status == Status::Failed).collect();
-        let caught_by = suite::tally(&run.report.cases)
+    /// A mutant is caught by a check that failed in a case which passes on the control (the
+    /// unmutated base kernel, same session), or by a panic, oops or hang after the suite started —
+    /// never by a guest that did not get that far, nor by a failure the base kernel has too.
+    pub fn judge(def: &Definition, run: &SuiteRun, control: Option<&RunReport>) -> MutantVerdict {
+        let report = &run.report;
+        let retried = report.retried.as_ref().map(|why| format!(" (retried once; first attempt: {why})")).unwrap_or_default();
+        if !report.suite_started {
+            return MutantVerdict::not_run(def, format!("boot failed: the guest {}{retried}", describe_outcome(&run.guest.outcome)));
+        }
+        let passes_on_control = |name: &str| {
+            control.is_none_or(|c| c.cases.iter().any(|k| k.name == name && matches!(k.status, Status::Passed | Status::Unsupported)))
+        };
+        let (failed, excused): (Vec<&CaseResult>, Vec<&CaseResult>) =
+            report.cases.iter().filter(|c| c.status == Status::Failed).partition(|c| passes_on_control(&c.name));
+        let own: Vec<CaseResult> = failed.iter().map(|c| (*c).clone()).collect();
+        let caught_by = suite::tally(&own)
             .into_iter()
             .filter(|(_, counts)| counts[1] > 0)
             .map(|(path, counts)| format!("{path}: {}", counts[1]))
@@ -150,14 +171,15 @@ impl MutantVerdict {
             let what = accounting_evidence(failure).unwrap_or_else(|| first_difference(failure));
             format!("{}: {what}", case.name)
         });
+        let running = report.cases.iter().find(|c| c.status == Status::Crashed).map(|c| format!(" while {} was running", c.name)).unwrap_or_default();
         let with_cases = |guest: String| match &case_evidence {
-            Some(cases) => format!("{cases}; then {guest}"),
-            None => guest,
+            Some(cases) => format!("{cases}; then {guest}{running}"),
+            None => format!("{guest}{running}"),
         };
-        let (caught, evidence) = match &run.guest.outcome {
+        let (caught, mut evidence) = match &run.guest.outcome {
             Outcome::Exited { .. } => match case_evidence {
                 Some(evidence) => (true, evidence),
-                None => (false, "every case passed".to_string()),
+                None => (false, "every case that passes on the control passed".to_string()),
             },
             Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, with_cases(format!("kernel: {line}"))),
             Outcome::Hung { after_secs, hint, silent_secs } => (
@@ -170,12 +192,43 @@ impl MutantVerdict {
             ),
             Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
         };
-        MutantVerdict { mutant: def.name.clone(), breaks: def.mutant.clone().unwrap_or_default(), caught, caught_by, checks, evidence }
+        if !excused.is_empty() {
+            evidence.push_str(&format!(" ({} failing case(s) fail on the control too, not counted: {})", excused.len(), excused[0].name));
+        }
+        evidence.push_str(&retried);
+        MutantVerdict {
+            mutant: def.name.clone(),
+            breaks: def.mutant.clone().unwrap_or_default(),
+            caught,
+            not_run: false,
+            caught_by,
+            checks,
+            evidence,
+            control: control.map(control_summary).unwrap_or_else(|| "no control run".into()),
+        }
     }
 
     pub fn line(&self) -> String {
-        format!("{}: {} ({})", self.mutant, if self.caught { "caught" } else { "MISSED" }, self.evidence)
+        let verdict = if self.not_run { "NOT RUN" } else if self.caught { "caught" } else { "MISSED" };
+        format!("{}: {verdict} ({})", self.mutant, self.evidence)
     }
+}
+
+/// How a guest run ended, in words for a verdict.
+pub fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Exited { code } => format!("exited {code} before running a case"),
+        Outcome::Panicked { line } => format!("panicked: {line}"),
+        Outcome::Oopsed { line, .. } => format!("oopsed: {line}"),
+        Outcome::Hung { after_secs, silent_secs, .. } => format!("hung: {}", crate::vm::hang_reason(*after_secs, *silent_secs)),
+        Outcome::VmFailed { code } => format!("VM did not start (vng exited {code})"),
+    }
+}
+
+/// The control column: the base kernel's own totals.
+pub fn control_summary(control: &RunReport) -> String {
+    let failing = control.cases.iter().filter(|c| c.status.is_failure()).count();
+    format!("{}: {} passed, {failing} failed", control.kernel, control.count(Status::Passed))
 }
 
 /// The lines of a failure that say what differed: snapshot diff lines (`-`/`+`) or the panic message.
@@ -200,14 +253,15 @@ fn first_difference(failure: &str) -> String {
 /// The mutant table, as Markdown (it reads fine in a terminal too).
 pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
     let mut out =
-        String::from("| mutant | breaks | verdict | failing cases | checks that failed | evidence |\n|---|---|---|---|---|---|\n");
+        String::from("| mutant | breaks | control | verdict | failing cases | checks that failed | evidence |\n|---|---|---|---|---|---|---|\n");
     for v in verdicts {
         let evidence: String = v.evidence.replace('|', "\\|").chars().take(240).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             v.mutant,
             v.breaks,
-            if v.caught { "caught" } else { "**MISSED**" },
+            if v.control.is_empty() { "-" } else { v.control.as_str() },
+            if v.not_run { "**NOT RUN**" } else if v.caught { "caught" } else { "**MISSED**" },
             if v.caught_by.is_empty() { "-".to_string() } else { v.caught_by.join(", ") },
             if v.checks.is_empty() { "-" } else { v.checks.as_str() },
             evidence
@@ -242,38 +296,47 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_mutant_that_hangs_the_guest_still_shows_the_accounting_failures_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("mutants/x")).unwrap();
-        std::fs::write(dir.path().join("mutants/x/0001-x.patch"), "").unwrap();
-        let def = crate::definition::parse(
-            &dir.path().join("mutant-x.toml"),
-            "name = \"mutant-x\"\nmutant = \"leaks a psock\"\npatches = \"mutants/x\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n",
+    fn mutant_def(dir: &std::path::Path) -> Definition {
+        std::fs::create_dir_all(dir.join("mutants/x")).unwrap();
+        std::fs::write(dir.join("mutants/x/0001-x.patch"), "").unwrap();
+        std::fs::write(dir.join("base-k.toml"), "name = \"base-k\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n").unwrap();
+        crate::definition::parse(
+            &dir.join("mutant-x.toml"),
+            "name = \"mutant-x\"\nmutant = \"leaks a psock\"\nbase = \"base-k\"\npatches = \"mutants/x\"\n",
         )
-        .unwrap();
-        let leaked = CaseResult {
-            name: "rx_to_tx_via_sockmap_over_ipv4_1kib".into(),
-            path: "rx_to_tx".into(),
-            status: Status::Failed,
-            observation: Some(serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
-            failure: Some("accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),
-        };
-        let hung = Outcome::Hung { after_secs: 1300, hint: None, silent_secs: Some(300) };
-        let run = SuiteRun {
-            report: RunReport {
-                kernel: "mutant-x".into(),
-                release: "6.12.117".into(),
-                accel: "tcg".into(),
-                guest: serde_json::to_value(&hung).unwrap(),
-                guest_seconds: 1300.0,
-                cases: vec![leaked],
-                listed: 1,
-                suite_started: true,
-                problems: vec![],
-                retried: None,
-            },
-            guest: crate::vm::GuestRun { outcome: hung, stdout: vec![], console: String::new(), wall: std::time::Duration::from_secs(1300) },
+        .unwrap()
+    }
+
+    fn case(name: &str, status: Status) -> CaseResult {
+        let failed = status == Status::Failed;
+        CaseResult {
+            name: name.into(),
+            path: suite::path_of(name),
+            status,
+            observation: failed.then(|| serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
+            failure: failed.then(|| "accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),
+        }
+    }
+
+    fn report(kernel: &str, cases: Vec<CaseResult>, suite_started: bool) -> RunReport {
+        RunReport {
+            kernel: kernel.into(),
+            release: "6.12.117".into(),
+            accel: "tcg".into(),
+            guest: serde_json::Value::Null,
+            guest_seconds: 1300.0,
+            listed: cases.len(),
+            cases,
+            suite_started,
+            problems: vec![],
+            retried: None,
+        }
+    }
+
+    fn mutant_run(outcome: Outcome, cases: Vec<CaseResult>, suite_started: bool) -> SuiteRun {
+        SuiteRun {
+            report: report("mutant-x", cases, suite_started),
+            guest: crate::vm::GuestRun { outcome, stdout: vec![], console: String::new(), wall: std::time::Duration::from_secs(1300) },
             results: "/tmp/x".into(),
             cfg: crate::vm::VmConfig {
                 accel: crate::vm::Accel::Tcg,
@@ -286,12 +349,65 @@ mod tests {
                 cwd: None,
                 console_log: "/tmp/c.log".into(),
             },
-        };
-        let v = MutantVerdict::judge(&def, &run);
+        }
+    }
+
+    const LEAKY: &str = "rx_to_tx_via_sockmap_over_ipv4_1kib";
+
+    #[test]
+    fn a_mutant_that_hangs_the_guest_still_shows_the_accounting_failures_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let hung = Outcome::Hung { after_secs: 1300, hint: None, silent_secs: Some(300) };
+        let run = mutant_run(hung, vec![case(LEAKY, Status::Failed)], true);
+        let v = MutantVerdict::judge(&def, &run, None);
         assert!(v.caught);
         assert_eq!(v.checks, "accounting 1");
         assert!(v.evidence.starts_with("rx_to_tx_via_sockmap_over_ipv4_1kib: leaked socket: b (cookie 4099)"), "{}", v.evidence);
         assert!(v.evidence.ends_with("then guest hung: no output for 300s, 1300s into the run"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn a_guest_that_fails_before_the_suite_starts_is_not_run_not_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        for outcome in [
+            Outcome::Hung { after_secs: 300, hint: None, silent_secs: Some(300) },
+            Outcome::Panicked { line: "Kernel panic - not syncing: int3".into() },
+            Outcome::VmFailed { code: 255 },
+        ] {
+            let v = MutantVerdict::judge(&def, &mutant_run(outcome.clone(), vec![], false), None);
+            assert!(!v.caught && v.not_run, "{outcome:?} must not be a catch: {}", v.line());
+            assert!(v.evidence.starts_with("not run: boot failed"), "{}", v.evidence);
+        }
+    }
+
+    #[test]
+    fn a_panic_during_the_suite_is_a_catch_named_with_the_running_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let panic = Outcome::Panicked { line: "Kernel panic - not syncing: Fatal exception".into() };
+        let run = mutant_run(panic, vec![case("tx_to_rx_via_sockmap_over_ipv4_1b", Status::Crashed)], true);
+        let v = MutantVerdict::judge(&def, &run, None);
+        assert!(v.caught);
+        assert!(v.evidence.ends_with("while tx_to_rx_via_sockmap_over_ipv4_1b was running"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn only_cases_that_pass_on_the_control_catch_a_mutant() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let exited = Outcome::Exited { code: 1 };
+        let run = mutant_run(exited, vec![case(LEAKY, Status::Failed)], true);
+        let racy_control = report("base-k", vec![case(LEAKY, Status::Failed)], true);
+        let v = MutantVerdict::judge(&def, &run, Some(&racy_control));
+        assert!(!v.caught, "a failure the base kernel has too is not the mutant's: {}", v.line());
+        assert!(v.evidence.contains("fail on the control too"), "{}", v.evidence);
+        assert_eq!(v.control, "base-k: 0 passed, 1 failed");
+        let clean_control = report("base-k", vec![case(LEAKY, Status::Passed)], true);
+        let v = MutantVerdict::judge(&def, &run, Some(&clean_control));
+        assert!(v.caught && v.caught_by == ["rx_to_tx: 1"], "{}", v.line());
+        assert!(mutant_table(&[v]).contains("| base-k: 1 passed, 0 failed | caught |"));
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnc
 fn abort_if_asked(name: &str) {
     let wanted = std::env::var("LAB_TEST_ABORT_CASE").unwrap_or_default();
     if !wanted.is_empty() && name.contains(&wanted) {
-        eprintln!("lab: {name}: aborting the test binary on purpose (LAB_TEST_ABORT_CASE={wanted})");
+        // Straight to the stream: libtest's capture of eprintln! dies with the process.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "lab: {name}: aborting the test binary on purpose (LAB_TEST_ABORT_CASE={wanted})");
         std::process::abort();
     }
 }
