@@ -117,7 +117,14 @@ fn probe(cache: &Cache, kimg: &Path) -> Decision {
         cwd: Some("/".into()),
         console_log: cache.path("logs").join("kvm-probe-console.log"),
     };
-    let result = vm::run(kimg, &["true".to_string()], &cfg, |_| {});
+    let decision = judge_probe(vm::run(kimg, &["true".to_string()], &cfg, |_| {}));
+    eprintln!("lab: using {}: {}", decision.accel.as_str(), decision.reason);
+    decision
+}
+
+/// KVM only when the probe guest ran its command and exited 0; anything else falls back to TCG,
+/// with the reason (the console's last words for a failure).
+fn judge_probe(result: anyhow::Result<vm::GuestRun>) -> Decision {
     let (accel, reason) = match result {
         Ok(run) => match run.outcome {
             Outcome::Exited { code: 0 } => (Accel::Kvm, format!("a KVM guest ran a command in {:.1}s", run.wall.as_secs_f64())),
@@ -129,7 +136,6 @@ fn probe(cache: &Cache, kimg: &Path) -> Decision {
         },
         Err(e) => (Accel::Tcg, format!("the KVM probe could not run: {e:#}")),
     };
-    eprintln!("lab: using {}: {reason}", accel.as_str());
     Decision { accel, reason }
 }
 
@@ -163,6 +169,24 @@ mod tests {
         assert_eq!((d.accel, probed), (Accel::Tcg, true));
         let working = || Decision { accel: Accel::Kvm, reason: "ok".into() };
         assert_eq!(decide(Some("auto"), true, None, working).unwrap().0.accel, Accel::Kvm);
+    }
+
+    fn probe_run(outcome: Outcome, console: &str) -> anyhow::Result<vm::GuestRun> {
+        Ok(vm::GuestRun { outcome, stdout: vec![], console: console.into(), wall: std::time::Duration::from_secs(3) })
+    }
+
+    #[test]
+    fn only_a_probe_guest_that_ran_its_command_means_kvm() {
+        assert_eq!(judge_probe(probe_run(Outcome::Exited { code: 0 }, "")).accel, Accel::Kvm);
+        let hung = judge_probe(probe_run(Outcome::Hung { after_secs: 45, hint: None, silent_secs: None }, "Decompressing Linux..."));
+        assert_eq!(hung.accel, Accel::Tcg);
+        assert!(hung.reason.contains("did not finish booting"), "{}", hung.reason);
+        let msr = "qemu-system-x86_64: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n";
+        let failed = judge_probe(probe_run(Outcome::VmFailed { code: 255 }, msr));
+        assert_eq!(failed.accel, Accel::Tcg);
+        assert!(failed.reason.contains("kvm_buf_set_msrs"), "the reason quotes the console: {}", failed.reason);
+        assert_eq!(judge_probe(probe_run(Outcome::Exited { code: 1 }, "")).accel, Accel::Tcg);
+        assert_eq!(judge_probe(Err(anyhow::anyhow!("cannot start vng"))).accel, Accel::Tcg);
     }
 
     #[test]

@@ -476,11 +476,14 @@ fn num(x: f64) -> String {
     }
 }
 
-fn ratio_cell(ratio: Option<Stats>) -> String {
+/// A ratio with the number of boots it rests on (`n3`), and `!` when a boot's run of the point
+/// failed: a ratio over fewer boots than were made must say so.
+fn ratio_cell(ratio: Option<Stats>, failed: bool) -> String {
+    let mark = if failed { "!" } else { "" };
     match ratio {
-        Some(r) if r.n > 1 => format!("{:.2}x {:.2}-{:.2}", r.median, r.min, r.max),
-        Some(r) => format!("{:.2}x", r.median),
-        None => "-".into(),
+        Some(r) if r.n > 1 => format!("{:.2}x {:.2}-{:.2} n{}{mark}", r.median, r.min, r.max, r.n),
+        Some(r) => format!("{:.2}x n{}{mark}", r.median, r.n),
+        None => format!("-{mark}"),
     }
 }
 
@@ -491,7 +494,7 @@ fn accel_note(accel: Accel) -> &'static str {
     }
 }
 
-const CELL: usize = 17;
+const CELL: usize = 21;
 
 /// Rows of paths, columns of sizes; each cell is up to two lines.
 fn grid(out: &mut String, sizes: &[usize], rows: &[(&str, Vec<[String; 2]>)]) {
@@ -546,7 +549,7 @@ fn kernel_section(out: &mut String, bench: &KernelBench) {
                 .map(|&size| match cell(path, size) {
                     Some(t) => [
                         t.mb_per_s.map_or_else(|| "error".into(), |m| num(m.median)),
-                        if path == BASELINE { String::new() } else { ratio_cell(t.vs_tcp) },
+                        if path == BASELINE { String::new() } else { ratio_cell(t.vs_tcp, !t.errors.is_empty()) },
                     ],
                     None => ["-".into(), String::new()],
                 })
@@ -555,6 +558,15 @@ fn kernel_section(out: &mut String, bench: &KernelBench) {
         })
         .collect();
     grid(out, sizes, &rows);
+    let failed: Vec<String> = bench
+        .throughput
+        .iter()
+        .filter(|t| !t.errors.is_empty())
+        .map(|t| format!("  {} {}: {}", t.path, size_label(t.size), t.errors.join("; ")))
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "nK = the ratio rests on K boots; ! = a boot's run of the point failed and is left out:\n{}", failed.join("\n"));
+    }
 
     let _ = writeln!(out, "\nContext switches per message (median), this process / the whole guest:");
     let rows: Vec<(&str, Vec<[String; 2]>)> = PATHS
@@ -599,7 +611,7 @@ fn kernel_section(out: &mut String, bench: &KernelBench) {
                 med(l.one_way_p99_us),
                 med(l.round_trip_p50_us),
                 med(l.round_trip_p99_us),
-                if path == BASELINE { String::new() } else { ratio_cell(l.vs_tcp) },
+                if path == BASELINE { String::new() } else { ratio_cell(l.vs_tcp, false) },
                 l.switches_per_request
                     .zip(l.system_switches_per_request)
                     .map_or_else(|| "-".into(), |(p, s)| format!("{} / {}", num(p.median), num(s.median))),
@@ -644,7 +656,7 @@ pub fn render(report: &BenchReport) -> String {
                 let cells = sizes
                     .iter()
                     .map(|&size| {
-                        [ratio_cell(cmp.throughput.iter().find(|r| r.path == path && r.size == size).and_then(|r| r.ratio)), String::new()]
+                        [ratio_cell(cmp.throughput.iter().find(|r| r.path == path && r.size == size).and_then(|r| r.ratio), false), String::new()]
                     })
                     .collect();
                 (path, cells)
@@ -653,7 +665,7 @@ pub fn render(report: &BenchReport) -> String {
         grid(&mut out, &sizes, &rows);
         let _ = writeln!(out, "\n{} / {}, one-way latency p50 (above 1, {} is slower):", cmp.other, cmp.base, cmp.other);
         for r in &cmp.latency {
-            let _ = writeln!(out, "{:<10}{:>8}{:>CELL$}", r.path, size_label(r.size), ratio_cell(r.ratio));
+            let _ = writeln!(out, "{:<10}{:>8}{:>CELL$}", r.path, size_label(r.size), ratio_cell(r.ratio, false));
         }
     }
     let _ = writeln!(out, "\nwall time: {:.0}s", report.wall_seconds);

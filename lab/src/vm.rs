@@ -140,8 +140,40 @@ impl Killed {
 }
 
 /// Build the vng command line.
+/// Where pip put its scripts for the interpreter `python3` runs (off PATH under pyenv and for
+/// `pip install --user`): `make deps` installs vng there.
+fn pip_scripts_dirs() -> Vec<PathBuf> {
+    let query = "import sysconfig; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', 'posix_user'))";
+    std::process::Command::new("python3")
+        .args(["-c", query])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect())
+        .unwrap_or_default()
+}
+
+/// vng from PATH, else from pip's scripts folders; `Err` names the folders looked in.
+pub fn find_vng() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(pip_scripts_dirs());
+    dirs.iter().map(|d| d.join("vng")).find(|p| p.is_file()).ok_or_else(|| {
+        let looked: Vec<String> = pip_scripts_dirs().iter().map(|d| d.display().to_string()).collect();
+        format!("vng is not on PATH nor in pip's scripts folder ({}); `make deps` installs virtme-ng", looked.join(", "))
+    })
+}
+
 pub fn vng_command(kimg: &Path, script: &str, cfg: &VmConfig) -> Command {
-    let mut cmd = Command::new("vng");
+    static VNG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let vng = VNG.get_or_init(|| find_vng().unwrap_or_else(|_| PathBuf::from("vng")));
+    let mut cmd = Command::new(vng);
+    // vng runs its siblings (virtme-run) by name: its folder goes first on their PATH too.
+    if let Some(dir) = vng.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            cmd.env("PATH", joined);
+        }
+    }
     cmd.arg("--run").arg(kimg);
     cmd.args(["--memory", &cfg.memory, "--cpus", &cfg.cpus.to_string(), "--verbose"]);
     // QEMU's -name carries lab's pid, so "is any VM of this lab process left?" has an exact answer.
@@ -171,7 +203,10 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
     let mut cmd = vng_command(kimg, &script, cfg);
     process::in_own_group(&mut cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = cmd.spawn().context("cannot start vng (is virtme-ng installed? `make deps` installs it)")?;
+    let mut child = cmd.spawn().with_context(|| match find_vng() {
+        Ok(vng) => format!("cannot start {}", vng.display()),
+        Err(why) => format!("cannot start vng: {why}"),
+    })?;
     let pgid = child.id() as i32;
     process::register(pgid);
 
