@@ -273,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if !matches!(run.guest.outcome, Outcome::Exited { .. }) {
                 return report(&def.name, &run.guest, &run.cfg);
             }
-            if run.report.suite_cases() == 0 {
+            if run.report.with_verdict() == 0 {
                 eprintln!("error: the guest ran no cases; its output:\n{}", process::tail(&String::from_utf8_lossy(&run.guest.stdout), 40));
                 return Ok(1);
             }

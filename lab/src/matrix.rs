@@ -141,7 +141,7 @@ impl Row {
     /// A row from a finished suite run: green or red by its cases, red when the guest misbehaved.
     pub fn from_run(run: &SuiteRun) -> Row {
         let state = match &run.guest.outcome {
-            Outcome::Exited { .. } if run.report.suite_cases() > 0 => RowState::Ran,
+            Outcome::Exited { .. } if run.report.with_verdict() > 0 => RowState::Ran,
             outcome => RowState::GuestFailed {
                 outcome: serde_json::to_value(outcome).unwrap_or_default(),
                 console_tail: run.guest.console_tail(30),

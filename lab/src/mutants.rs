@@ -53,6 +53,8 @@ pub fn verdicts(defs: &[Definition], runs: Vec<(String, KernelRun)>) -> Vec<Muta
             let control = controls.iter().find(|(n, _)| Some(n) == def.base.as_ref()).map(|(_, c)| c);
             match (k.run, control) {
                 (Err(e), _) => MutantVerdict::not_run(def, format!("{e:#}")),
+                // Its own boot failure says more than its control's state.
+                (Ok(run), _) if !run.report.suite_started => MutantVerdict::judge(def, &run, None),
                 (Ok(_), Some(Err(why))) => MutantVerdict::not_run(def, format!("its control {} is not usable: {why}", def.base.as_deref().unwrap_or("?"))),
                 (Ok(run), control) => MutantVerdict::judge(def, &run, control.and_then(|c| c.as_ref().ok())),
             }
@@ -88,7 +90,7 @@ pub fn run(
     let runner = Runner { kernels, cache, exes: &exes, project, vm_config, retry_boot: true };
     let finish = |k: KernelRun| {
         let state = match &k.run {
-            Ok(run) => format!("{} cases, guest {}", run.report.suite_cases(), serde_json::to_value(&run.guest.outcome).ok().and_then(|v| v["kind"].as_str().map(String::from)).unwrap_or_default()),
+            Ok(run) => format!("{} of {} cases with a verdict, guest {}", run.report.with_verdict(), run.report.listed, serde_json::to_value(&run.guest.outcome).ok().and_then(|v| v["kind"].as_str().map(String::from)).unwrap_or_default()),
             Err(e) => format!("error: {e:#}"),
         };
         eprintln!("lab: mutants: {} done ({state})", k.name);

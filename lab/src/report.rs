@@ -38,7 +38,7 @@ pub fn render(report: &RunReport) -> String {
         report.release,
         report.accel,
         report.guest_seconds,
-        report.cases.iter().filter(|c| !matches!(c.status, Status::Crashed | Status::NotRun) && c.name != suite::KMEMLEAK_CASE).count(),
+        report.with_verdict(),
         report.listed,
     ));
     // "failed" counts every case without a pass: failures, crashes and cases never run.

@@ -58,6 +58,11 @@ impl RunReport {
     pub fn suite_cases(&self) -> usize {
         self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE).count()
     }
+
+    /// The suite's cases that ended with a verdict (not crashed, not left unrun).
+    pub fn with_verdict(&self) -> usize {
+        self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE && !matches!(c.status, Status::Crashed | Status::NotRun)).count()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
