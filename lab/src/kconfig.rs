@@ -207,8 +207,16 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_config_passes() {
+    fn a_complete_config_passes_and_every_requirement_is_enforced_on_its_own() {
         verify(&KernelConfig::parse(&full_config()), Profile::Default, false, Path::new(".config")).unwrap();
+        // Not circular: each requirement, taken away alone, must fail the check and be the one named.
+        for r in REQUIRED {
+            let text: String = full_config().lines().filter(|l| !r.any_of.iter().any(|s| l.starts_with(&format!("CONFIG_{s}=")))).map(|l| format!("{l}\n")).collect();
+            let err = verify(&KernelConfig::parse(&text), Profile::Default, false, Path::new(".config"))
+                .expect_err(&format!("a config without {:?} must not pass", r.any_of));
+            assert_eq!(err.missing.len(), 1, "{:?}: {err}", r.any_of);
+            assert!(err.missing[0].0.contains(r.any_of[0]), "{:?}: {err}", r.any_of);
+        }
     }
 
     #[test]
