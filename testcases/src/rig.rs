@@ -19,6 +19,10 @@ use crate::sys::{self, errno_name, Errno, Sock, Wakeup, POLL_ALL};
 /// How long any wait goes on without progress before the case gives up on it.
 pub const STALL: Duration = Duration::from_secs(2);
 
+/// On the RX paths the psock backlog worker delivers after the sender is done: the other roles are
+/// only read once they have been quiet this long (bounded by [`STALL`]), not at one instant.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
 pub const KEY_A: u32 = 0;
 pub const KEY_B: u32 = 1;
 
@@ -404,7 +408,34 @@ impl Rig<'_> {
         self.steps.push(Step::Close { role });
     }
 
+    /// RX paths: read every open role but A until none has been readable for [`SETTLE`], so that
+    /// bytes the backlog worker moves late land where they land before the observation is taken.
+    /// A is left to the final read: a read of A while the verdict may still take an skb wins it.
+    fn settle(&mut self) {
+        if self.scenario.path.is_tx() {
+            return;
+        }
+        let quiet = crate::accounting::scaled(SETTLE);
+        let deadline = Instant::now() + crate::accounting::scaled(STALL);
+        loop {
+            let open: Vec<Role> = self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox[r].open()).collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if open.is_empty() || left.is_zero() {
+                return;
+            }
+            let fds: Vec<_> = open.iter().map(|r| (self.socks[r].raw(), libc::POLLIN)).collect();
+            let revents = sys::poll(&fds, quiet.min(left)).expect("poll");
+            if revents.iter().all(|r| *r == 0) {
+                return;
+            }
+            for (role, _) in open.iter().zip(&revents).filter(|(_, r)| **r != 0) {
+                self.inbox.get_mut(role).expect("every role has an inbox").take_queued(&self.socks[role]);
+            }
+        }
+    }
+
     fn finish(mut self) -> Observation {
+        self.settle();
         for (role, sock) in &self.socks {
             self.inbox.get_mut(role).expect("every role has an inbox").take_queued(sock);
         }
