@@ -324,12 +324,66 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
             "a mutant names the kernel it breaks (`base = \"...\"`): the lab stacks it on that kernel and runs the base as its control".into(),
         ));
     }
-    let raw_source = match (raw.source, &based_on) {
-        (Some(source), _) => source,
-        (None, Some(_)) => RawSource::DebianSource { package: "linux-source-".into() },
+    let source = match (raw.source, &based_on) {
+        (_, Some(def)) => def.source.clone(),
+        (Some(source), None) => check_source(source, base, &err)?,
         (None, None) => return Err(err(Some("source"), "is missing: name a source, or a `base` definition to build on".into())),
     };
-    let source = match raw_source {
+
+    if raw.mutant.is_some() && raw.patches.is_none() {
+        return Err(err(Some("mutant"), "a mutant is a patched kernel: it needs `patches`".into()));
+    }
+    if source.is_prebuilt() {
+        if raw.patches.is_some() {
+            return Err(err(Some("patches"), "a prebuilt image cannot be patched; use a source definition".into()));
+        }
+        if !raw.config.is_empty() {
+            return Err(err(Some("config"), "a prebuilt image has its own config; fragments need a source build".into()));
+        }
+        if raw.profile != Profile::Default {
+            return Err(err(Some("profile"), "a prebuilt image cannot be rebuilt with the debug profile".into()));
+        }
+    }
+
+    let mut patches = match &raw.patches {
+        None => Vec::new(),
+        Some(dir) => crate::patches::series(&absolute(base, dir))
+            .map_err(|e| err(Some("patches"), e.to_string()))?,
+    };
+    let mut config = Vec::new();
+    if let Some(def) = &based_on {
+        patches.splice(0..0, def.patches.iter().cloned());
+        config.extend(def.config.iter().cloned());
+    }
+
+    for (i, fragment) in raw.config.iter().enumerate() {
+        let path = absolute(base, fragment);
+        if !path.is_file() {
+            return Err(err(
+                Some(&format!("config[{i}]")),
+                format!("fragment {} does not exist", path.display()),
+            ));
+        }
+        config.push(path);
+    }
+
+    Ok(Definition {
+        name: raw.name,
+        description: raw.description,
+        file: file.to_path_buf(),
+        source,
+        patches,
+        config,
+        profile: raw.profile,
+        matrix: raw.matrix,
+        mutant: raw.mutant,
+        base: raw.base,
+    })
+}
+
+/// A source as written, checked: each error names the `source.*` field to blame.
+fn check_source(raw: RawSource, base: &Path, err: &dyn Fn(Option<&str>, String) -> DefinitionError) -> Result<Source, DefinitionError> {
+    Ok(match raw {
         RawSource::DebianSource { package } => {
             if !package.starts_with("linux-source-") {
                 return Err(err(
@@ -383,60 +437,6 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
             }
             Source::DebianImage { package }
         }
-    };
-
-    if raw.mutant.is_some() && raw.patches.is_none() {
-        return Err(err(Some("mutant"), "a mutant is a patched kernel: it needs `patches`".into()));
-    }
-    if source.is_prebuilt() {
-        if raw.patches.is_some() {
-            return Err(err(Some("patches"), "a prebuilt image cannot be patched; use a source definition".into()));
-        }
-        if !raw.config.is_empty() {
-            return Err(err(Some("config"), "a prebuilt image has its own config; fragments need a source build".into()));
-        }
-        if raw.profile != Profile::Default {
-            return Err(err(Some("profile"), "a prebuilt image cannot be rebuilt with the debug profile".into()));
-        }
-    }
-
-    let mut patches = match &raw.patches {
-        None => Vec::new(),
-        Some(dir) => crate::patches::series(&absolute(base, dir))
-            .map_err(|e| err(Some("patches"), e.to_string()))?,
-    };
-    let mut config = Vec::new();
-    let source = match &based_on {
-        Some(def) => {
-            patches.splice(0..0, def.patches.iter().cloned());
-            config.extend(def.config.iter().cloned());
-            def.source.clone()
-        }
-        None => source,
-    };
-
-    for (i, fragment) in raw.config.iter().enumerate() {
-        let path = absolute(base, fragment);
-        if !path.is_file() {
-            return Err(err(
-                Some(&format!("config[{i}]")),
-                format!("fragment {} does not exist", path.display()),
-            ));
-        }
-        config.push(path);
-    }
-
-    Ok(Definition {
-        name: raw.name,
-        description: raw.description,
-        file: file.to_path_buf(),
-        source,
-        patches,
-        config,
-        profile: raw.profile,
-        matrix: raw.matrix,
-        mutant: raw.mutant,
-        base: raw.base,
     })
 }
 

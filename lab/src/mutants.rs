@@ -69,7 +69,7 @@ fn control_report(k: KernelRun) -> Result<RunReport, String> {
     if !report.suite_started || !matches!(run.guest.outcome, crate::vm::Outcome::Exited { .. }) {
         return Err(format!("its guest {}", report::describe_outcome(&run.guest.outcome)));
     }
-    if report.cases.iter().any(|c| matches!(c.status, suite::Status::Crashed | suite::Status::NotRun)) {
+    if report.cases.iter().any(|c| c.status.no_verdict()) {
         return Err("its suite did not finish every case".into());
     }
     Ok(report)

@@ -53,15 +53,10 @@ impl RunReport {
         self.cases.iter().any(|c| c.status.is_failure()) || !self.problems.is_empty()
     }
 
-    /// The suite's own cases, without the whole-run pseudo-case (kmemleak): what "ran no cases"
-    /// counts.
-    pub fn suite_cases(&self) -> usize {
-        self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE).count()
-    }
-
-    /// The suite's cases that ended with a verdict (not crashed, not left unrun).
+    /// The suite's cases that ended with a verdict (not crashed, not left unrun), without the
+    /// whole-run pseudo-case (kmemleak): what "ran no cases" counts.
     pub fn with_verdict(&self) -> usize {
-        self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE && !matches!(c.status, Status::Crashed | Status::NotRun)).count()
+        self.cases.iter().filter(|c| c.name != KMEMLEAK_CASE && !c.status.no_verdict()).count()
     }
 }
 
@@ -164,7 +159,12 @@ impl Status {
 
     /// Whether this status makes a run red: a failure, or no verdict at all.
     pub fn is_failure(self) -> bool {
-        matches!(self, Status::Failed | Status::Crashed | Status::NotRun)
+        self == Status::Failed || self.no_verdict()
+    }
+
+    /// The case never finished: it crashed its binary or never started.
+    pub fn no_verdict(self) -> bool {
+        matches!(self, Status::Crashed | Status::NotRun)
     }
 }
 
@@ -624,7 +624,7 @@ sockmap-lab: suite binary redirect-0123 exited 134
     #[test]
     fn the_kmemleak_case_is_not_a_suite_case() {
         let kml = CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status: Status::Passed, observation: None, failure: None };
-        assert_eq!(report(vec![kml], vec![]).suite_cases(), 0);
+        assert_eq!(report(vec![kml], vec![]).with_verdict(), 0);
     }
 
     #[test]

@@ -144,20 +144,17 @@ impl Killed {
 /// `pip install --user`): `make deps` installs vng there.
 fn pip_scripts_dirs() -> Vec<PathBuf> {
     let query = "import sysconfig; print(sysconfig.get_path('scripts')); print(sysconfig.get_path('scripts', 'posix_user'))";
-    std::process::Command::new("python3")
-        .args(["-c", query])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect())
-        .unwrap_or_default()
+    process::output("python3", &["-c", query]).map(|out| out.lines().map(PathBuf::from).collect()).unwrap_or_default()
 }
 
 /// vng from PATH, else from pip's scripts folders; `Err` names the folders looked in.
 pub fn find_vng() -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(pip_scripts_dirs());
+    let scripts = pip_scripts_dirs();
+    let looked: Vec<String> = scripts.iter().map(|d| d.display().to_string()).collect();
+    dirs.extend(scripts);
     dirs.iter().map(|d| d.join("vng")).find(|p| p.is_file()).ok_or_else(|| {
-        let looked: Vec<String> = pip_scripts_dirs().iter().map(|d| d.display().to_string()).collect();
         format!("vng is not on PATH nor in pip's scripts folder ({}); `make deps` installs virtme-ng", looked.join(", "))
     })
 }
