@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-KERNEL ?= debian-6.12
+KERNEL ?= sk-msg-opt-7.3
 LAB := target/debug/lab
 # pip puts vng next to the interpreter's scripts, which is not always on PATH.
 export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
@@ -18,7 +18,8 @@ deps:
 build:
 	$(CARGO) build -p sockmap-lab
 
-# The main job: the redirect-path suite on the default kernel (built once, then cached).
+# The main job: the redirect-path suite on the kernel with the lab's sk_msg optimization series
+# (stock 7.3 + kernels/patches/sk-msg-opt; built once, then cached).
 lab-test: deps build
 	$(LAB) test $(KERNEL)
 

@@ -50,6 +50,7 @@ pub const REQUIRED: &[Requirement] = &[
     req(&["TMPFS"], "writable scratch directories in the guest"),
     req(&["ACPI"], "powering the guest off when the command ends"),
     req(&["BINFMT_SCRIPT"], "running the guest command through a shell script"),
+    req(&["PROC_SYSCTL", "SYSCTL"], "/proc/sys (the accounting check reads net/core/mem_pcpu_rsv; SYSCTL from 7.x on)"),
 ];
 
 /// What the debug profile adds on top.

@@ -5,6 +5,7 @@
 //! (cases run in the guest) → `report`.
 
 pub mod accel;
+pub mod apt;
 pub mod bench;
 pub mod bisect;
 pub mod build;

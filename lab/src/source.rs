@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::apt::AptView;
 use crate::cache::Cache;
 use crate::definition::Source;
 use crate::process;
@@ -24,11 +25,12 @@ pub struct ResolvedSource {
 /// Pin a source, installing or downloading it first when needed.
 pub fn resolve(source: &Source, cache: &Cache) -> anyhow::Result<ResolvedSource> {
     match source {
-        Source::DebianSource { package } => {
+        Source::DebianSource { package } if host_knows(package) => {
             let version = ensure_installed(package)?;
             let tarball = debian_source_tarball(package)?;
             Ok(ResolvedSource { identity: format!("{package}={version}"), origin: tarball, commit: None })
         }
+        Source::DebianSource { package } => source_from_apt_view(package, cache),
         Source::Git { path, rev } => {
             if !path.join(".git").exists() && !path.join("HEAD").exists() {
                 bail!("git source {}: not a git repository", path.display());
@@ -132,9 +134,42 @@ fn debian_source_tarball(package: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{package} is installed but ships no tarball under /usr/src"))
 }
 
-/// `apt-get download` a package into the cache (once) and return the `.deb`.
+/// Whether the host's own apt can install `package` (or has it): bookworm's kernels come from there.
+fn host_knows(package: &str) -> bool {
+    process::output("apt-cache", &["policy", package])
+        .is_ok_and(|p| p.lines().any(|l| l.trim_start().starts_with("Candidate:") && !l.contains("(none)")))
+}
+
+/// A source package the host's suites do not carry (7.x): downloaded through the lab's apt view and
+/// unpacked under the cache, never installed on the host.
+fn source_from_apt_view(package: &str, cache: &Cache) -> anyhow::Result<ResolvedSource> {
+    let view = AptView::open(cache)?;
+    let deb = view.download(package, &cache.path("downloads"))?;
+    let version = process::output("dpkg-deb", &["-f", &deb.display().to_string(), "Version"])?;
+    let unpacked = cache.path("sources").join(format!("{package}_{version}"));
+    if !unpacked.join("usr/src").is_dir() {
+        let staging = unpacked.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        process::output("dpkg", &["-x", &deb.display().to_string(), &staging.display().to_string()])
+            .with_context(|| format!("unpacking {}", deb.display()))?;
+        std::fs::rename(&staging, &unpacked)?;
+    }
+    let tarball = std::fs::read_dir(unpacked.join("usr/src"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".tar"))
+        .with_context(|| format!("{} ships no tarball under usr/src", deb.display()))?;
+    Ok(ResolvedSource { identity: format!("{package}={version}"), origin: tarball, commit: None })
+}
+
+/// `apt-get download` a package into the cache (once) and return the `.deb`: from the host's apt when
+/// it knows the package, otherwise from the lab's apt view (trixie, trixie-backports, sid images).
 fn download_deb(package: &str, cache: &Cache) -> anyhow::Result<PathBuf> {
     let dir = cache.path("downloads");
+    if !host_knows(package) {
+        return AptView::open(cache)?.download(package, &dir);
+    }
     let find = || -> Option<PathBuf> {
         std::fs::read_dir(&dir)
             .ok()?
