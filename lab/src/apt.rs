@@ -109,6 +109,19 @@ impl AptView {
         Ok(self.run("apt-cache", &["pkgnames", prefix])?.lines().map(str::to_string).collect())
     }
 
+    /// Debian's prebuilt 7.x images the view knows (the generic amd64 flavour), with the suite each
+    /// comes from: what `lab kernels add-debian` offers beyond bookworm's 6.1 and 6.12.
+    pub fn kernel_images(&self) -> anyhow::Result<Vec<KernelImage>> {
+        let mut images = Vec::new();
+        for package in self.package_names("linux-image-7.")? {
+            let Some(version) = image_version(&package) else { continue };
+            if let Some(best) = self.versions(&package)?.into_iter().next() {
+                images.push(KernelImage { version, package, suite: best.suite });
+            }
+        }
+        Ok(images)
+    }
+
     /// Download the candidate version of `package` into `dir` (once) and return the `.deb`.
     pub fn download(&self, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         let candidates = self.versions(package)?;
@@ -130,6 +143,22 @@ impl AptView {
         }
         find_deb(dir, &stem).with_context(|| format!("apt-get download {package} left no .deb in {}", dir.display()))
     }
+}
+
+/// A prebuilt kernel image as the view offers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelImage {
+    pub version: String,
+    pub package: String,
+    pub suite: String,
+}
+
+/// `linux-image-7.2.12+deb13-amd64` → `7.2.12`; other flavours (cloud, rt, dbg) are not lab kernels.
+fn image_version(package: &str) -> Option<String> {
+    let rest = package.strip_prefix("linux-image-")?.strip_suffix("-amd64")?;
+    let (version, deb) = rest.split_once('+')?;
+    let numeric = version.split('.').count() == 3 && version.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (numeric && deb.starts_with("deb") && deb[3..].bytes().all(|b| b.is_ascii_digit())).then(|| version.to_string())
 }
 
 fn find_deb(dir: &Path, stem: &str) -> Option<PathBuf> {
@@ -205,6 +234,15 @@ mod tests {
             ]
         );
         assert!(parse_policy("N: Unable to locate package nothing\n").is_empty());
+    }
+
+    #[test]
+    fn only_generic_7x_images_are_lab_kernels() {
+        assert_eq!(image_version("linux-image-7.2.12+deb13-amd64").as_deref(), Some("7.2.12"));
+        assert_eq!(image_version("linux-image-7.2.13+deb14-amd64").as_deref(), Some("7.2.13"));
+        for other in ["linux-image-7.2.12+deb13-cloud-amd64", "linux-image-7.2.12+deb13-amd64-dbg", "linux-image-7.2.12+deb13-rt-amd64", "linux-image-amd64"] {
+            assert_eq!(image_version(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -221,8 +221,9 @@ pub fn debian_image_package(version: &str) -> Option<String> {
 }
 
 /// Write `kernels/prebuilt-VERSION.toml` for each version (or for every one apt knows, with `all`),
-/// leaving existing files alone. Returns (name, written?) per definition.
-pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool) -> anyhow::Result<Vec<(String, bool)>> {
+/// leaving existing files alone. `newer` are the 7.x images of the lab's apt view (version, package,
+/// suite). Returns (name, written?, suite) per definition.
+pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, newer: &[(String, String, String)]) -> anyhow::Result<Vec<(String, bool, String)>> {
     let mut versions: Vec<String> = versions.to_vec();
     if all {
         let names = crate::process::output("apt-cache", &["pkgnames", "linux-image-6."])?;
@@ -235,25 +236,33 @@ pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool) -
                 versions.push(v);
             }
         }
+        versions.extend(newer.iter().map(|(v, _, _)| v.clone()));
         versions.sort_by_key(|v| v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
         versions.dedup();
     }
     anyhow::ensure!(!versions.is_empty(), "name versions (6.1.0-47, 6.12.117) or pass --all");
     let mut written = Vec::new();
     for v in versions {
-        let package = debian_image_package(&v).ok_or_else(|| anyhow::anyhow!("`{v}` is not a Debian 6.1.0-NN or 6.12.NNN version"))?;
+        let (package, suite) = match debian_image_package(&v) {
+            Some(p) => (p, "bookworm".to_string()),
+            None => newer
+                .iter()
+                .find(|(nv, _, _)| *nv == v)
+                .map(|(_, p, s)| (p.clone(), s.clone()))
+                .ok_or_else(|| anyhow::anyhow!("`{v}` is not a Debian 6.1.0-NN or 6.12.NNN version, nor a 7.x image the lab's apt view knows"))?,
+        };
         let name = format!("prebuilt-{v}");
         let file = kernels.dir.join(format!("{name}.toml"));
         if file.exists() {
-            written.push((name, false));
+            written.push((name, false, suite));
             continue;
         }
         let text = format!(
-            "# Written by `lab kernels add-debian`.\nname = \"{name}\"\ndescription = \"Debian's own {v} image, booted with its modules; nothing to build\"\nmatrix = true\n\n[source]\nkind = \"debian-image\"\npackage = \"{package}\"\n"
+            "# Written by `lab kernels add-debian`.\nname = \"{name}\"\ndescription = \"Debian's own {v} image ({suite}), booted with its modules; nothing to build\"\nmatrix = true\n\n[source]\nkind = \"debian-image\"\npackage = \"{package}\"\n"
         );
         parse(&file, &text).map_err(anyhow::Error::from)?;
         std::fs::write(&file, text)?;
-        written.push((name, true));
+        written.push((name, true, suite));
     }
     Ok(written)
 }
@@ -665,13 +674,19 @@ mod tests {
     fn add_debian_writes_parseable_definitions_and_keeps_existing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let kernels = KernelsDir { dir: dir.path().to_path_buf() };
-        let out = add_debian_images(&kernels, &["6.1.0-47".into(), "6.12.100".into()], false).unwrap();
-        assert_eq!(out, [("prebuilt-6.1.0-47".to_string(), true), ("prebuilt-6.12.100".to_string(), true)]);
+        let b = |n: &str, w: bool| (n.to_string(), w, "bookworm".to_string());
+        let out = add_debian_images(&kernels, &["6.1.0-47".into(), "6.12.100".into()], false, &[]).unwrap();
+        assert_eq!(out, [b("prebuilt-6.1.0-47", true), b("prebuilt-6.12.100", true)]);
         let def = kernels.load("prebuilt-6.12.100").unwrap();
         assert_eq!(def.source, Source::DebianImage { package: "linux-image-6.12.100+deb12-amd64-unsigned".into() });
         assert!(def.matrix);
-        assert_eq!(add_debian_images(&kernels, &["6.1.0-47".into()], false).unwrap(), [("prebuilt-6.1.0-47".to_string(), false)]);
-        assert!(add_debian_images(&kernels, &["7.0".into()], false).is_err());
+        assert_eq!(add_debian_images(&kernels, &["6.1.0-47".into()], false, &[]).unwrap(), [b("prebuilt-6.1.0-47", false)]);
+        assert!(add_debian_images(&kernels, &["7.0".into()], false, &[]).is_err());
+        // A 7.x image comes from the lab's apt view, with the suite that serves it.
+        let newer = [("7.2.12".to_string(), "linux-image-7.2.12+deb13-amd64".to_string(), "trixie-backports".to_string())];
+        let out = add_debian_images(&kernels, &["7.2.12".into()], false, &newer).unwrap();
+        assert_eq!(out, [("prebuilt-7.2.12".to_string(), true, "trixie-backports".to_string())]);
+        assert_eq!(kernels.load("prebuilt-7.2.12").unwrap().source, Source::DebianImage { package: newer[0].1.clone() });
     }
 
     #[test]

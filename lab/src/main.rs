@@ -321,9 +321,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if rows.iter().all(|r| r.green()) { 0 } else { 1 })
         }
         Command::Kernels { action: KernelsAction::AddDebian { versions, all } } => {
-            let written = lab::definition::add_debian_images(&kernels, &versions, all)?;
-            for (name, created) in &written {
-                println!("{} kernels/{name}.toml", if *created { "wrote" } else { "kept " });
+            let needs_view = all || versions.iter().any(|v| lab::definition::debian_image_package(v).is_none());
+            let newer: Vec<(String, String, String)> = if needs_view {
+                lab::apt::AptView::open(&cache)?.kernel_images()?.into_iter().map(|i| (i.version, i.package, i.suite)).collect()
+            } else {
+                vec![]
+            };
+            let written = lab::definition::add_debian_images(&kernels, &versions, all, &newer)?;
+            for (name, created, suite) in &written {
+                println!("{} kernels/{name}.toml ({suite})", if *created { "wrote" } else { "kept " });
             }
             Ok(0)
         }

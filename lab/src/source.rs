@@ -69,6 +69,9 @@ pub fn resolve(source: &Source, cache: &Cache) -> anyhow::Result<ResolvedSource>
         }
         Source::DebianImage { package } => {
             let deb = download_deb(package, cache)?;
+            for part in image_parts(&deb)? {
+                download_deb(&part, cache)?;
+            }
             let version = process::output("dpkg-deb", &["-f", &deb.display().to_string(), "Version"])?;
             Ok(ResolvedSource { identity: format!("{package}={version}"), origin: deb, commit: None })
         }
@@ -195,9 +198,37 @@ fn download_deb(package: &str, cache: &Cache) -> anyhow::Result<PathBuf> {
     find().with_context(|| format!("apt-get download {package} left no .deb in {}", dir.display()))
 }
 
-/// Unpack a prebuilt image package into `dest` and return the kernel release it carries.
+/// Since 7.x Debian's `linux-image-*` is a package of links: the kernel is in `linux-binary-*`, the
+/// modules in `linux-modules-*` and the config in `linux-base-*`, each pinned to the image's version
+/// by its Depends, and all under usr/lib/modules/RELEASE/ instead of boot/.
+fn image_parts(deb: &Path) -> anyhow::Result<Vec<String>> {
+    let depends = process::output("dpkg-deb", &["-f", &deb.display().to_string(), "Depends"])?;
+    Ok(parts_in_depends(&depends))
+}
+
+fn parts_in_depends(depends: &str) -> Vec<String> {
+    depends
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .filter(|name| ["linux-binary-", "linux-modules-", "linux-base-"].iter().any(|p| name.starts_with(p)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Unpack a prebuilt image package (and, for 7.x, its binary and modules packages, downloaded next
+/// to it) into `dest` and return the kernel release it carries.
 pub fn unpack_image(deb: &Path, dest: &Path) -> anyhow::Result<String> {
     process::output("dpkg", &["-x", &deb.display().to_string(), &dest.display().to_string()])?;
+    let folder = deb.parent().unwrap_or(Path::new("."));
+    for part in image_parts(deb)? {
+        let part_deb = std::fs::read_dir(folder)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{part}_")) && n.to_string_lossy().ends_with(".deb")))
+            .with_context(|| format!("{} needs {part}, which is not downloaded next to it", deb.display()))?;
+        process::output("dpkg", &["-x", &part_deb.display().to_string(), &dest.display().to_string()])?;
+    }
+    move_to_boot(dest)?;
     let boot = dest.join("boot");
     let release = std::fs::read_dir(&boot)
         .with_context(|| format!("{} has no boot/ folder", deb.display()))?
@@ -214,6 +245,21 @@ pub fn unpack_image(deb: &Path, dest: &Path) -> anyhow::Result<String> {
     Ok(release)
 }
 
+/// Give a 7.x layout (usr/lib/modules/RELEASE/{vmlinuz,config}) the boot/ names the lab reads.
+fn move_to_boot(dest: &Path) -> anyhow::Result<()> {
+    let Ok(releases) = std::fs::read_dir(dest.join("usr/lib/modules")) else { return Ok(()) };
+    for dir in releases.flatten().map(|e| e.path()) {
+        let release = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for (from, to) in [("vmlinuz", "vmlinuz"), ("config", "config"), ("System.map", "System.map")] {
+            if dir.join(from).is_file() && !dest.join("boot").join(format!("{to}-{release}")).exists() {
+                std::fs::create_dir_all(dest.join("boot"))?;
+                std::fs::rename(dir.join(from), dest.join("boot").join(format!("{to}-{release}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -226,4 +272,16 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_7x_image_names_its_binary_and_modules_packages() {
+        let depends = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-binary-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-modules-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)";
+        assert_eq!(parts_in_depends(depends), ["linux-base-7.3.4+deb13-amd64", "linux-binary-7.3.4+deb13-amd64", "linux-modules-7.3.4+deb13-amd64"]);
+        assert!(parts_in_depends("kmod, linux-base (>= 4.3~), initramfs-tools | linux-initramfs-tool").is_empty());
+    }
 }
