@@ -51,7 +51,8 @@ pub struct Difference {
     /// The observed value there, exactly.
     #[serde(default)]
     pub equals: Option<Value>,
-    /// Text the observed value's JSON must contain (for values that vary run to run).
+    /// Text the observed value's JSON must contain (for values that vary run to run); for an
+    /// array, every element must (one unrelated splat among the expected ones is another failure).
     #[serde(default)]
     pub contains: Option<String>,
     /// Whether the failure must differ here (false: it may, e.g. a WARN_ON_ONCE that only the
@@ -140,6 +141,7 @@ impl Finding {
             let value = observed.pointer(&d.at);
             match (&d.equals, &d.contains, value) {
                 (Some(want), _, Some(got)) => want == got,
+                (_, Some(text), Some(Value::Array(items))) => items.iter().all(|i| i.to_string().contains(text.as_str())),
                 (_, Some(text), Some(got)) => got.to_string().contains(text.as_str()),
                 _ => false,
             }
@@ -327,7 +329,9 @@ required = false
         on_a["accounting"]["sockets"]["a"] = json!({"unclean": {"forward_alloc": 848}});
         let mut rmem = race_expected();
         rmem["accounting"]["sockets"]["b"] = json!({"unclean": {"rmem_alloc": 4096}});
-        for observed in [payload, on_a, rmem] {
+        let mut another_splat = race_as_the_bug_does(true);
+        another_splat["accounting"]["splats"].as_array_mut().unwrap().push(json!("BUG: KASAN: slab-use-after-free in sk_psock_backlog"));
+        for observed in [payload, on_a, rmem, another_splat] {
             assert!(explain(&list, &stock(), &failed(RACY, observed.clone()), &race_expected()).is_none(), "{observed}");
         }
     }
