@@ -414,6 +414,12 @@ required = false
             check(&format!("rx_to_rx_via_{map}_over_ipv4_when_sender_closes_with_data_in_flight"), "rx-redirect-carries-fin", &|v| {
                 v["steps"][4] = json!({"op": "recv", "role": "b", "len": 100, "result": {"ok": 0}, "content": "matches"});
             });
+            check(&format!("rx_to_rx_via_{map}_over_ipv4_when_sender_closes_then_target_leaves_the_map"), "rx-redirect-fin-breaks-target-stream", &|v| {
+                v["steps"][3] = json!({"op": "recv", "role": "b", "len": 100, "result": {"ok": 0}, "content": "matches"});
+                v["steps"][6]["result"] = json!({"ok": 99});
+                v["steps"][6]["content"] = json!({"differs_at": {"offset": 0, "expected": 7, "got": 38}});
+                v["delivered"]["b"] = json!({"expected": 4196, "received": 4195, "content": {"differs_at": {"offset": 4096, "expected": 7, "got": 38}}, "error": "EPIPE"});
+            });
             check(&format!("rx_to_rx_via_{map}_over_ipv6_1000x16b"), "rxrx-backlog-forward-alloc-race", &|v| {
                 v["accounting"]["sockets"]["b"] = json!({"unclean": {"forward_alloc": 3248}});
                 v["accounting"]["splats"] = json!(["WARNING: CPU: 0 PID: 12 at net/ipv4/af_inet.c:162 inet_sock_destruct+0x1b0/0x1f0"]);
