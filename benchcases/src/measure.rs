@@ -246,7 +246,10 @@ impl Stamps {
                 }
                 let got = chunk[(offset - start) as usize];
                 if got != expected[at as usize] {
-                    self.broken = Some(format!("message {message}'s stamp byte {at} is {got:#04x}, not {:#04x} (stream offset {offset})", expected[at as usize]));
+                    self.broken = Some(format!(
+                        "message {message}'s stamp byte {at} is {got:#04x}, not {:#04x} (stream offset {offset})",
+                        expected[at as usize]
+                    ));
                     return;
                 }
                 if at == stamp_len - 1 {
@@ -430,7 +433,9 @@ mod tests {
         repeated.extend_from_slice(&data[16 * 49..]);
         let mut swapped = data.clone();
         swapped[16 * 10..16 * 12].rotate_left(16);
-        for (what, bad, verified) in [("lost byte", lost_byte, 40), ("repeated message", repeated, 50), ("swapped", swapped, 10)] {
+        for (what, bad, verified) in
+            [("lost byte", lost_byte, 40), ("repeated message", repeated, 50), ("swapped", swapped, 10)]
+        {
             let s = verify(16, &bad, 64);
             assert_eq!(s.verified, verified, "{what}");
             assert!(s.broken.is_some(), "{what}");
