@@ -29,8 +29,13 @@ const MIN_SAMPLES: usize = 100;
 
 #[derive(Debug, Serialize)]
 pub struct ThroughputRun {
+    /// Messages the sender wrote whole.
     pub messages: u64,
+    /// Bytes the receiver read, including any beyond what was sent.
     pub bytes: u64,
+    /// Messages whose stamp (their sequence number) the receiver read in order: a content check of
+    /// its own, apart from the byte count the read loop stops on.
+    pub verified_messages: u64,
     /// From the sender's first write to the receiver's last read.
     pub seconds: f64,
     #[serde(flatten)]
@@ -111,7 +116,7 @@ pub fn throughput(ends: &Endpoints, size: usize, budget: Duration) -> anyhow::Re
         start_line: Barrier::new(2),
     };
     let (sent, received) = thread::scope(|s| {
-        let receiver = s.spawn(|| receive_all(&ends.receiver, &flow));
+        let receiver = s.spawn(|| receive_all(&ends.receiver, size, &flow));
         flow.start_line.wait();
         let sent = send_for(&ends.sender, size, budget, &flow);
         match &sent {
@@ -121,10 +126,14 @@ pub fn throughput(ends: &Endpoints, size: usize, budget: Duration) -> anyhow::Re
         (sent, receiver.join().expect("receiver thread"))
     });
     let (start, messages) = sent.context("sending")?;
-    let (end, bytes) = received.context("receiving")?;
+    let (end, bytes, stamps) = received.context("receiving")?;
+    if let Some(broken) = stamps.broken {
+        bail!("receiving: the content is not what was sent: {broken}");
+    }
     Ok(ThroughputRun {
         messages,
         bytes,
+        verified_messages: stamps.verified,
         seconds: (end - start).as_secs_f64(),
         switches: Switches::now()?.since(&before),
     })
@@ -132,7 +141,7 @@ pub fn throughput(ends: &Endpoints, size: usize, budget: Duration) -> anyhow::Re
 
 /// Returns when it started and how many messages it wrote.
 fn send_for(sock: &File, size: usize, budget: Duration, flow: &Flow) -> anyhow::Result<(Instant, u64)> {
-    let message = vec![0x5a; size];
+    let mut message = vec![0x5a; size];
     let clock_every = (CLOCK_EVERY_BYTES / size).max(1) as u64;
     let start = Instant::now();
     let deadline = start + budget;
@@ -148,25 +157,29 @@ fn send_for(sock: &File, size: usize, budget: Duration, flow: &Flow) -> anyhow::
             }
             thread::sleep(Duration::from_millis(1));
         }
+        stamp(&mut message, messages);
         write_whole(sock, &message).with_context(|| format!("after {messages} messages"))?;
         messages += 1;
     }
     Ok((start, messages))
 }
 
-/// Returns when the last byte arrived and how many bytes did.
-fn receive_all(sock: &File, flow: &Flow) -> anyhow::Result<(Instant, u64)> {
+/// Returns when the last byte arrived, how many bytes did (those beyond what was sent too), and
+/// what the content check found.
+fn receive_all(sock: &File, size: usize, flow: &Flow) -> anyhow::Result<(Instant, u64, Stamps)> {
     let mut buf = vec![0; READ_CHUNK];
     let mut received = 0u64;
+    let mut stamps = Stamps::new(size);
     flow.start_line.wait();
     let mut last_read = Instant::now();
-    while received != flow.sent_total.load(Ordering::Acquire) {
+    while received < flow.sent_total.load(Ordering::Acquire) {
         if flow.sender_failed.load(Ordering::Acquire) {
             bail!("the sender failed after {received} bytes arrived");
         }
         match (&*sock).read(&mut buf) {
             Ok(0) => bail!("end of stream after {received} bytes"),
             Ok(n) => {
+                stamps.check(&buf[..n]);
                 received += n as u64;
                 flow.received.store(received, Ordering::Relaxed);
                 last_read = Instant::now();
@@ -176,7 +189,76 @@ fn receive_all(sock: &File, flow: &Flow) -> anyhow::Result<(Instant, u64)> {
             Err(e) => return Err(e).context(format!("read after {received} bytes")),
         }
     }
-    Ok((last_read, received))
+    // Whatever is already queued beyond what was sent counts too: a path that duplicates data
+    // must not look complete because the loop stopped at the expected count.
+    received += surplus(sock, &mut buf);
+    Ok((last_read, received, stamps))
+}
+
+/// Bytes readable right now, without waiting.
+fn surplus(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> u64 {
+    let mut total = 0;
+    loop {
+        // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return total;
+        }
+        total += n as u64;
+    }
+}
+
+/// Each message starts with its sequence number, little-endian, as many bytes of it as fit.
+const STAMP: usize = 8;
+
+fn stamp(message: &mut [u8], sequence: u64) {
+    let len = STAMP.min(message.len());
+    message[..len].copy_from_slice(&sequence.to_le_bytes()[..len]);
+}
+
+/// The receiver's content check: reads the stream at its own offsets, message by message, and
+/// counts the stamps that arrived whole and in order until the first that did not.
+#[derive(Debug)]
+struct Stamps {
+    size: u64,
+    /// Stream offset of the next byte to check.
+    offset: u64,
+    verified: u64,
+    broken: Option<String>,
+}
+
+impl Stamps {
+    fn new(size: usize) -> Self {
+        Self { size: size as u64, offset: 0, verified: 0, broken: None }
+    }
+
+    fn check(&mut self, chunk: &[u8]) {
+        let (start, end) = (self.offset, self.offset + chunk.len() as u64);
+        self.offset = end;
+        let stamp_len = STAMP.min(self.size as usize) as u64;
+        let mut message = start / self.size;
+        while self.broken.is_none() && message * self.size < end {
+            let expected = message.to_le_bytes();
+            for at in 0..stamp_len {
+                let offset = message * self.size + at;
+                if offset < start || offset >= end {
+                    continue;
+                }
+                let got = chunk[(offset - start) as usize];
+                if got != expected[at as usize] {
+                    self.broken = Some(format!(
+                        "message {message}'s stamp byte {at} is {got:#04x}, not {:#04x} (stream offset {offset})",
+                        expected[at as usize]
+                    ));
+                    return;
+                }
+                if at == stamp_len - 1 {
+                    self.verified += 1;
+                }
+            }
+            message += 1;
+        }
+    }
 }
 
 /// Lockstep requests of `size` bytes over the path: the next goes out only once the previous one's
@@ -304,7 +386,61 @@ fn read_whole(mut sock: impl Read, buf: &mut [u8]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Percentiles;
+    use super::{stamp, surplus, Percentiles, Stamps};
+
+    #[test]
+    fn bytes_queued_beyond_the_expected_count_are_counted() {
+        use std::io::Write;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut buf = vec![0; 8];
+        assert_eq!(surplus(&rx, &mut buf), 0, "nothing queued: no wait, nothing counted");
+        tx.write_all(&[1; 20]).unwrap();
+        assert_eq!(surplus(&rx, &mut buf), 20);
+    }
+
+    fn stream(size: usize, messages: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for k in 0..messages {
+            let mut m = vec![0x5a; size];
+            stamp(&mut m, k);
+            out.extend(m);
+        }
+        out
+    }
+
+    fn verify(size: usize, data: &[u8], chunk: usize) -> Stamps {
+        let mut stamps = Stamps::new(size);
+        for piece in data.chunks(chunk) {
+            stamps.check(piece);
+        }
+        stamps
+    }
+
+    #[test]
+    fn every_message_sent_whole_and_in_order_is_verified_however_the_reads_split_it() {
+        for (size, chunk) in [(16, 7), (16, 4096), (4, 3), (1024, 1000), (65536, 65536)] {
+            let s = verify(size, &stream(size, 300), chunk);
+            assert_eq!((s.verified, s.broken.as_deref()), (300, None), "size {size}, reads of {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_lost_repeated_or_reordered_message_breaks_the_check() {
+        let data = stream(16, 100);
+        let mut lost_byte = data.clone();
+        lost_byte.remove(16 * 40 + 3);
+        let mut repeated = data[..16 * 50].to_vec();
+        repeated.extend_from_slice(&data[16 * 49..]);
+        let mut swapped = data.clone();
+        swapped[16 * 10..16 * 12].rotate_left(16);
+        for (what, bad, verified) in
+            [("lost byte", lost_byte, 40), ("repeated message", repeated, 50), ("swapped", swapped, 10)]
+        {
+            let s = verify(16, &bad, 64);
+            assert_eq!(s.verified, verified, "{what}");
+            assert!(s.broken.is_some(), "{what}");
+        }
+    }
 
     #[test]
     fn percentiles_are_nearest_rank_in_microseconds() {

@@ -67,6 +67,8 @@ pub struct GuestPoint<T> {
 pub struct ThroughputRun {
     pub messages: u64,
     pub bytes: u64,
+    /// Messages the guest's receiver found stamped in order (its content check).
+    pub verified_messages: u64,
     pub seconds: f64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
@@ -347,15 +349,47 @@ fn one_way_p50(r: &LatencyRun) -> f64 {
     r.one_way_p50_us
 }
 
+/// Why a throughput run's figure cannot be trusted, if it cannot: the receiver's content check did
+/// not find every message the sender wrote, or more or fewer bytes than were sent arrived.
+fn unsound(run: &ThroughputRun, size: usize) -> Option<String> {
+    let sent = run.messages * size as u64;
+    (run.verified_messages != run.messages || run.bytes != sent).then(|| {
+        format!(
+            "{} messages ({sent} bytes) sent, {} bytes received, {} messages verified in order",
+            run.messages, run.bytes, run.verified_messages
+        )
+    })
+}
+
+/// Takes the runs whose measurement is wrong out of the figures, into the point's error.
+fn drop_unsound(boot: &mut GuestResults) {
+    for point in &mut boot.throughput {
+        let size = point.size;
+        let mut bad = Vec::new();
+        let mut index = 0;
+        point.runs.retain(|run| {
+            index += 1;
+            let why = unsound(run, size);
+            bad.extend(why.as_ref().map(|why| format!("measured run {index}: {why}")));
+            why.is_none()
+        });
+        if !bad.is_empty() {
+            let earlier = point.error.take().into_iter();
+            point.error = Some(earlier.chain(bad).collect::<Vec<_>>().join("; "));
+        }
+    }
+}
+
 /// Turn a kernel's boots into its summary.
 pub fn summarize(
     kernel: &str,
     release: &str,
     accel: Accel,
     cpus: u32,
-    boots: Vec<GuestResults>,
+    mut boots: Vec<GuestResults>,
     boot_seconds: Vec<f64>,
 ) -> anyhow::Result<KernelBench> {
+    boots.iter_mut().for_each(drop_unsound);
     let settings = boots.first().context("no boots to summarise")?.settings.clone();
     let all = |points: &[Option<&GuestPoint<ThroughputRun>>], f: &dyn Fn(&ThroughputRun) -> f64| {
         Stats::of(points.iter().flatten().flat_map(|p| p.runs.iter().map(f)))

@@ -11,6 +11,7 @@ pub mod bisect;
 pub mod build;
 pub mod cache;
 pub mod definition;
+pub mod findings;
 pub mod kconfig;
 pub mod matrix;
 pub mod mutants;

@@ -279,6 +279,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             if review {
                 println!("review changed snapshots with: cargo insta review --workspace-root {}", project.display());
+                // A known finding's .snap.new is the kernel bug written down: accepting it would
+                // make the bug the expectation.
+                let known: Vec<&str> = run.report.cases.iter().filter(|c| c.is_known_finding()).map(|c| c.name.as_str()).collect();
+                if let Some(first) = known.first() {
+                    println!("reject the .snap.new of the {} case(s) that fail with a known kernel finding (first: {first}): they record the bug (snapshots/FINDINGS.toml)", known.len());
+                }
             }
             Ok(if run.report.failed() { 1 } else { 0 })
         }

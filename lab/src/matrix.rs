@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::{self, BuildOptions};
 use crate::cache::Cache;
 use crate::definition::{Definition, KernelsDir};
-use crate::suite::{self, RunReport, Status, SuiteRun};
+use crate::suite::{self, RunReport, SuiteRun};
 use crate::vm::{Outcome, VmConfig};
 
 /// How one kernel's row ended.
@@ -208,25 +208,19 @@ pub fn differences(rows: &[Row]) -> Vec<Difference> {
     diffs
 }
 
-/// Per-path cell text: passed/failed/unsupported.
+/// Per-path cell text: passed/failed/known/unsupported, where "known" counts failures a known
+/// kernel finding explains (still failures: the row is red).
 pub fn cells(row: &Row) -> Vec<String> {
     match (&row.state, &row.report) {
         (RowState::BuildFailed { .. }, _) => vec!["build failed".into()],
         (RowState::GuestFailed { outcome, .. }, _) => vec![format!("guest {}", outcome["kind"].as_str().unwrap_or("failed"))],
         (RowState::Ran, Some(report)) => {
             let tally = suite::tally(&report.cases);
+            let cell = |t: &suite::Tally| format!("{}/{}/{}/{}", t.passed, t.failed, t.known, t.unsupported);
             suite::PATHS
                 .iter()
-                .map(|p| match tally.iter().find(|(path, _)| path == p) {
-                    Some((_, [pass, fail, unsup, _])) => format!("{pass}/{fail}/{unsup}"),
-                    None => "-".into(),
-                })
-                .chain(std::iter::once(format!(
-                    "{}/{}/{}",
-                    report.count(Status::Passed),
-                    report.count(Status::Failed),
-                    report.count(Status::Unsupported)
-                )))
+                .map(|p| tally.iter().find(|(path, _)| path == p).map_or_else(|| "-".into(), |(_, t)| cell(t)))
+                .chain(std::iter::once(cell(&suite::Tally::of(&report.cases))))
                 .collect()
         }
         (RowState::Ran, None) => vec!["no report".into()],
@@ -236,7 +230,7 @@ pub fn cells(row: &Row) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::CaseResult;
+    use crate::suite::{CaseResult, Status};
 
     fn row(kernel: &str, received: u64) -> Row {
         let case = CaseResult {
@@ -245,6 +239,8 @@ mod tests {
             status: Status::Passed,
             observation: Some(serde_json::json!({"delivered": {"b": {"received": received}}, "status": "supported"})),
             failure: None,
+            snapshot: None,
+            finding: None,
         };
         Row {
             kernel: kernel.into(),
@@ -260,6 +256,8 @@ mod tests {
                 suite_started: true,
                 problems: vec![],
                 retried: None,
+                totals: Default::default(),
+                findings: Default::default(),
             }),
         }
     }
@@ -276,7 +274,7 @@ mod tests {
 
     #[test]
     fn cells_count_per_path_and_red_rows_say_why() {
-        assert_eq!(cells(&row("a", 1)), ["1/0/0", "-", "-", "-", "1/0/0"]);
+        assert_eq!(cells(&row("a", 1)), ["1/0/0/0", "-", "-", "-", "1/0/0/0"]);
         let broken = Row { kernel: "k".into(), state: RowState::BuildFailed { error: "boom".into() }, report: None };
         assert_eq!(cells(&broken), ["build failed"]);
         assert!(!broken.green());

@@ -7,16 +7,20 @@ use crate::suite::{self, CaseResult, RunReport, Status, SuiteRun};
 use crate::matrix::{Difference, Row, RowState};
 use crate::vm::Outcome;
 
-/// The per-case line printed while reporting.
+/// The per-case line printed while reporting; a failure a known finding explains says which.
 pub fn case_line(case: &CaseResult) -> String {
-    format!("{:<12} {}", case.status.label(), case.name)
+    match (&case.finding, case.is_known_finding()) {
+        (Some(id), true) => format!("{:<12} {} (known finding: {id})", case.label(), case.name),
+        _ => format!("{:<12} {}", case.label(), case.name),
+    }
 }
 
 /// The human summary: failures with their evidence, then counts per path.
 pub fn render(report: &RunReport) -> String {
     let mut out = String::new();
     for case in report.cases.iter().filter(|c| matches!(c.status, Status::Failed | Status::Crashed)) {
-        out.push_str(&format!("\n--- {} {} ---\n", case.status.label(), case.name));
+        let known = case.finding.as_ref().filter(|_| case.is_known_finding()).map(|id| format!(" (known finding: {id})")).unwrap_or_default();
+        out.push_str(&format!("\n--- {} {}{known} ---\n", case.label(), case.name));
         if let Some(text) = &case.failure {
             out.push_str(&suite::failure_excerpt(text, 40));
             out.push('\n');
@@ -41,19 +45,19 @@ pub fn render(report: &RunReport) -> String {
         report.with_verdict(),
         report.listed,
     ));
-    // "failed" counts every case without a pass: failures, crashes and cases never run.
-    out.push_str(&format!("{:<10} {:>7} {:>7} {:>12} {:>8}\n", "path", "passed", "failed", "unsupported", "ignored"));
-    for (path, [p, f, u, i]) in suite::tally(&report.cases) {
-        out.push_str(&format!("{path:<10} {p:>7} {f:>7} {u:>12} {i:>8}\n"));
+    for (id, what) in &report.findings {
+        out.push_str(&format!("known finding {id}: {what}\n"));
     }
-    out.push_str(&format!(
-        "{:<10} {:>7} {:>7} {:>12} {:>8}\n",
-        "total",
-        report.count(Status::Passed),
-        report.cases.iter().filter(|c| c.status.is_failure()).count(),
-        report.count(Status::Unsupported),
-        report.count(Status::Ignored)
-    ));
+    // "failed" counts every case without a pass that no known finding explains: failures, crashes
+    // and cases never run; "known" the failures a known kernel finding explains (not passes either).
+    let line = |name: &str, t: &suite::Tally| {
+        format!("{name:<10} {:>7} {:>7} {:>7} {:>12} {:>8}\n", t.passed, t.failed, t.known, t.unsupported, t.ignored)
+    };
+    out.push_str(&format!("{:<10} {:>7} {:>7} {:>7} {:>12} {:>8}\n", "path", "passed", "failed", "known", "unsupported", "ignored"));
+    for (path, t) in suite::tally(&report.cases) {
+        out.push_str(&line(&path, &t));
+    }
+    out.push_str(&line("total", &suite::Tally::of(&report.cases)));
     out
 }
 
@@ -159,8 +163,9 @@ impl MutantVerdict {
         let own: Vec<CaseResult> = failed.iter().map(|c| (*c).clone()).collect();
         let caught_by = suite::tally(&own)
             .into_iter()
-            .filter(|(_, counts)| counts[1] > 0)
-            .map(|(path, counts)| format!("{path}: {}", counts[1]))
+            .map(|(path, t)| (path, t.failed + t.known))
+            .filter(|(_, failing)| *failing > 0)
+            .map(|(path, failing)| format!("{path}: {failing}"))
             .collect();
         let checks = checks_summary(&failed);
         let by_accounting = failed.iter().find(|c| failed_checks(c) != ["payload"]);
@@ -282,6 +287,8 @@ mod tests {
             status: Status::Failed,
             observation: Some(obs),
             failure: None,
+            snapshot: None,
+            finding: None,
         };
         let clean = serde_json::json!({"sockets": {"a": "clean", "b": "clean"}, "sockstat": {"tcp_inuse": 0}, "splats": []});
         assert_eq!(failed_checks(&case(serde_json::json!({"accounting": clean}))), ["payload"]);
@@ -315,6 +322,8 @@ mod tests {
             status,
             observation: failed.then(|| serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
             failure: failed.then(|| "accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),
+            snapshot: None,
+            finding: None,
         }
     }
 
@@ -330,6 +339,8 @@ mod tests {
             suite_started,
             problems: vec![],
             retried: None,
+            totals: Default::default(),
+            findings: Default::default(),
         }
     }
 
@@ -411,6 +422,36 @@ mod tests {
     }
 
     #[test]
+    fn a_known_finding_is_shown_apart_from_plain_failures_everywhere() {
+        let mut shut = case("tx_to_rx_via_sockmap_over_ipv4_when_sender_shuts_down_writing", Status::Failed);
+        shut.finding = Some("tcp-bpf-sendmsg-after-shut-wr".into());
+        let plain = case(LEAKY, Status::Failed);
+        let finding = crate::findings::parse(
+            "[[finding]]\nid='tcp-bpf-sendmsg-after-shut-wr'\ntitle='sends after SHUT_WR'\ncases=['x']\nkernels=['6.12']\nevidence='e'\nupstream='unfixed'\n[[finding.differs]]\nat='/a'\nequals=1\n",
+        )
+        .unwrap();
+        let run = report("debian-6.12", vec![shut.clone(), plain], true).with_findings(&finding);
+        assert!(run.failed());
+        assert_eq!((run.totals.failed, run.totals.known, run.totals.passed), (1, 1, 0));
+        assert_eq!(case_line(&shut), "KNOWN        tx_to_rx_via_sockmap_over_ipv4_when_sender_shuts_down_writing (known finding: tcp-bpf-sendmsg-after-shut-wr)");
+        let text = render(&run);
+        assert!(text.contains("known finding tcp-bpf-sendmsg-after-shut-wr: sends after SHUT_WR (upstream: unfixed)"), "{text}");
+        assert!(text.contains("tx_to_rx         0       0       1"), "{text}");
+        assert!(text.contains("rx_to_tx         0       1       0"), "{text}");
+        let json: serde_json::Value = serde_json::to_value(&run).unwrap();
+        assert_eq!(json["totals"]["known"], 1);
+        assert_eq!(json["cases"][0]["finding"], "tcp-bpf-sendmsg-after-shut-wr");
+        let row = Row { kernel: "debian-6.12".into(), state: RowState::Ran, report: Some(run) };
+        assert!(!row.green());
+        assert_eq!(crate::matrix::cells(&row), ["0/0/1/0", "-", "-", "0/1/0/0", "0/1/1/0"]);
+        let xml = junit(&row);
+        assert!(xml.contains("failures=\"2\""), "{xml}");
+        assert!(xml.contains("<failure message=\"known finding tcp-bpf-sendmsg-after-shut-wr: "), "{xml}");
+        assert!(xml.contains("type=\"known-finding\""), "{xml}");
+        assert!(matrix_details(std::slice::from_ref(&row), &[], 5).contains("KNOWN tx_to_rx_via_sockmap_over_ipv4_when_sender_shuts_down_writing (known finding: tcp-bpf-sendmsg-after-shut-wr)"));
+    }
+
+    #[test]
     fn evidence_is_the_first_diff_lines_without_the_gutter() {
         let failure = "Snapshot: x\n-old snapshot\n+new results\n   21    21 │       \"expected\": 1024,\n         22 │+      \"received\": 0,\n   23       │-      \"content\": \"matches\"\n";
         assert_eq!(first_difference(failure), "+\"received\": 0, -\"content\": \"matches\"");
@@ -437,7 +478,7 @@ pub fn matrix_table(rows: &[Row], markdown: bool) -> String {
         for l in &lines {
             out.push_str(&format!("| {} |\n", l.join(" | ")));
         }
-        out.push_str("\nCells: passed/failed/unsupported.\n");
+        out.push_str("\nCells: passed/failed/known/unsupported (known: failures a known kernel finding explains, see snapshots/FINDINGS.toml; still failures).\n");
     } else {
         let widths: Vec<usize> =
             (0..header.len()).map(|i| lines.iter().filter_map(|l| l.get(i)).map(String::len).chain([header[i].len()]).max().unwrap_or(0)).collect();
@@ -448,7 +489,7 @@ pub fn matrix_table(rows: &[Row], markdown: bool) -> String {
             out.push_str(fmt(l).trim_end());
             out.push('\n');
         }
-        out.push_str("(cells: passed/failed/unsupported)\n");
+        out.push_str("(cells: passed/failed/known/unsupported; known = failures a known kernel finding explains, still failures)\n");
     }
     out
 }
@@ -465,7 +506,8 @@ pub fn matrix_details(rows: &[Row], diffs: &[Difference], max_cases: usize) -> S
             }
             RowState::Ran => {
                 for case in row.report.iter().flat_map(|r| &r.cases).filter(|c| c.status == Status::Failed) {
-                    out.push_str(&format!("  FAILED {}: {}\n", case.name, first_difference(case.failure.as_deref().unwrap_or(""))));
+                    let known = case.finding.as_ref().map(|id| format!(" (known finding: {id})")).unwrap_or_default();
+                    out.push_str(&format!("  {} {}{known}: {}\n", case.label(), case.name, first_difference(case.failure.as_deref().unwrap_or(""))));
                 }
             }
         }
@@ -533,7 +575,11 @@ pub fn junit(row: &Row) -> String {
             Status::Failed => {
                 failures += 1;
                 let text = case.failure.as_deref().unwrap_or("");
-                format!("\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    ", xml_escape(&first_difference(text)), xml_escape(text))
+                let (kind, message) = match &case.finding {
+                    Some(id) => ("known-finding", format!("known finding {id}: {}", first_difference(text))),
+                    None => ("mismatch", first_difference(text)),
+                };
+                format!("\n      <failure message=\"{}\" type=\"{kind}\">{}</failure>\n    ", xml_escape(&message), xml_escape(text))
             }
             Status::Unsupported => {
                 skipped += 1;

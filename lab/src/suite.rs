@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Entry;
 use crate::definition::{Definition, Profile};
+use crate::findings;
 use crate::process;
 use crate::progress::Step;
 use crate::vm::{self, GuestRun, VmConfig};
@@ -40,9 +41,26 @@ pub struct RunReport {
     /// Why a first attempt was thrown away and the guest booted again (a boot failure), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried: Option<String>,
+    /// Cases by verdict over the whole run, known findings apart from plain failures.
+    #[serde(default)]
+    pub totals: Tally,
+    /// The known findings that explain failures of this run: id → title and upstream status.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub findings: std::collections::BTreeMap<String, String>,
 }
 
 impl RunReport {
+    /// Fills in what is derived from the cases: the totals and the findings that explain some.
+    pub fn with_findings(mut self, known: &[findings::Finding]) -> RunReport {
+        self.totals = Tally::of(&self.cases);
+        self.findings = known
+            .iter()
+            .filter(|f| self.cases.iter().any(|c| c.is_known_finding() && c.finding.as_deref() == Some(f.id.as_str())))
+            .map(|f| (f.id.clone(), format!("{} (upstream: {})", f.title, f.upstream)))
+            .collect();
+        self
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.cases.iter().filter(|c| c.status == status).count()
     }
@@ -107,7 +125,9 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     })?;
     step.finish(&format!("{done} cases"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
-    let cases = collect(&output, &results, &listed);
+    let mut cases = collect(&output, &results, &listed);
+    let findings = findings::load(&project.join("snapshots"))?;
+    findings::annotate(&mut cases, &findings, &findings::Kernel::new(&entry.manifest.release, &def.patches), &project.join("snapshots"));
     let report = RunReport {
         kernel: def.name.clone(),
         release: entry.manifest.release.clone(),
@@ -119,7 +139,10 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
         listed: listed.len(),
         cases,
         retried: None,
-    };
+        totals: Tally::default(),
+        findings: Default::default(),
+    }
+    .with_findings(&findings);
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(SuiteRun { report, guest, results, cfg })
 }
@@ -179,6 +202,29 @@ pub struct CaseResult {
     pub observation: Option<serde_json::Value>,
     /// libtest's failure output for this case: the panic message or snapshot diff.
     pub failure: Option<String>,
+    /// The snapshot the case was compared with (relative to snapshots/), from its result file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The known kernel finding (snapshots/FINDINGS.toml) that explains this failure: the case is
+    /// still failed, only named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+}
+
+impl CaseResult {
+    /// A failure that a known kernel finding explains.
+    pub fn is_known_finding(&self) -> bool {
+        self.status == Status::Failed && self.finding.is_some()
+    }
+
+    /// The verdict word for this case: "KNOWN" for a failure a known finding explains.
+    pub fn label(&self) -> &'static str {
+        if self.is_known_finding() {
+            "KNOWN"
+        } else {
+            self.status.label()
+        }
+    }
 }
 
 pub fn path_of(name: &str) -> String {
@@ -414,7 +460,7 @@ fn kmemleak_case(results: &Path) -> Option<CaseResult> {
         (Status::Failed, Some(format!("kmemleak: {leaks} unreferenced objects after the suite:\n{shown}")))
     };
     let observation = serde_json::json!({ "unreferenced_objects": leaks });
-    Some(CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status, observation: Some(observation), failure })
+    Some(CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status, observation: Some(observation), failure, snapshot: None, finding: None })
 }
 
 /// Merge libtest's verdicts with the result files the cases wrote into `results`, and account for
@@ -444,35 +490,67 @@ pub fn collect(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResul
             }
             // The case's own name (what its snapshot is called) reads better than rstest's.
             let name = record.as_ref().and_then(|r| r["case"].as_str()).map(str::to_string).unwrap_or(test);
+            let snapshot = record.as_ref().and_then(|r| r["snapshot"].as_str()).map(str::to_string);
             let observation = record.and_then(|r| r.get("observation").cloned());
-            CaseResult { path: path_of(&name), name, status, observation, failure }
+            CaseResult { path: path_of(&name), name, status, observation, failure, snapshot, finding: None }
         })
         .chain(kmemleak)
         .collect()
 }
 
-/// Counts per path and status.
-pub fn tally(cases: &[CaseResult]) -> Vec<(String, [usize; 4])> {
-    let mut rows: Vec<(String, [usize; 4])> = PATHS.iter().map(|p| (p.to_string(), [0; 4])).collect();
+/// One path's (or the whole run's) cases by verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub passed: usize,
+    /// Plain failures, crashes and cases never run: every case without a pass that no known
+    /// finding explains.
+    pub failed: usize,
+    /// Failures a known kernel finding explains: not passes, counted apart from plain failures.
+    pub known: usize,
+    pub unsupported: usize,
+    pub ignored: usize,
+}
+
+impl Tally {
+    pub fn of<'a>(cases: impl IntoIterator<Item = &'a CaseResult>) -> Tally {
+        let mut t = Tally::default();
+        for case in cases {
+            t.add(case);
+        }
+        t
+    }
+
+    fn add(&mut self, case: &CaseResult) {
+        let slot = match case.status {
+            _ if case.is_known_finding() => &mut self.known,
+            Status::Passed => &mut self.passed,
+            Status::Unsupported => &mut self.unsupported,
+            Status::Ignored => &mut self.ignored,
+            // No verdict is no pass: counted with the failures (the report names them apart).
+            Status::Failed | Status::Crashed | Status::NotRun => &mut self.failed,
+        };
+        *slot += 1;
+    }
+
+    fn total(&self) -> usize {
+        self.passed + self.failed + self.known + self.unsupported + self.ignored
+    }
+}
+
+/// Counts per path (in [`PATHS`] order, then any other path), paths without cases left out.
+pub fn tally(cases: &[CaseResult]) -> Vec<(String, Tally)> {
+    let mut rows: Vec<(String, Tally)> = PATHS.iter().map(|p| (p.to_string(), Tally::default())).collect();
     for case in cases {
         let idx = match rows.iter().position(|(p, _)| *p == case.path) {
             Some(i) => i,
             None => {
-                rows.push((case.path.clone(), [0; 4]));
+                rows.push((case.path.clone(), Tally::default()));
                 rows.len() - 1
             }
         };
-        let col = match case.status {
-            Status::Passed => 0,
-            Status::Failed => 1,
-            Status::Unsupported => 2,
-            Status::Ignored => 3,
-            // No verdict is no pass: counted with the failures (the report names them apart).
-            Status::Crashed | Status::NotRun => 1,
-        };
-        rows[idx].1[col] += 1;
+        rows[idx].1.add(case);
     }
-    rows.retain(|(_, counts)| counts.iter().sum::<usize>() > 0);
+    rows.retain(|(_, counts)| counts.total() > 0);
     rows
 }
 
@@ -561,7 +639,8 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(cases[1].observation.as_ref().unwrap()["error"], "EOPNOTSUPP");
         assert_eq!(cases[1].path, "rx_to_tx");
         let rows = tally(&cases);
-        assert_eq!(rows, vec![("tx_to_rx".to_string(), [1, 0, 0, 0]), ("tx_to_tx".into(), [0, 1, 0, 0]), ("rx_to_tx".into(), [0, 0, 1, 0])]);
+        let t = |passed, failed, unsupported| Tally { passed, failed, unsupported, ..Tally::default() };
+        assert_eq!(rows, vec![("tx_to_rx".to_string(), t(1, 0, 0)), ("tx_to_tx".into(), t(0, 1, 0)), ("rx_to_tx".into(), t(0, 0, 1))]);
     }
 
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no
@@ -581,7 +660,7 @@ sockmap-lab: suite binary redirect-0123 exited 134
         let got: Vec<(&str, Status)> = cases.iter().map(|c| (c.name.as_str(), c.status)).collect();
         assert_eq!(got, [("tx_to_rx::a", Status::Passed), ("tx_to_rx::b", Status::Crashed), ("tx_to_rx::c", Status::NotRun)]);
         assert!(cases[1].failure.as_deref().unwrap().contains("lab: aborting on purpose"), "the crash shows the guest output around it");
-        assert_eq!(tally(&cases), vec![("tx_to_rx".to_string(), [1, 2, 0, 0])]);
+        assert_eq!(tally(&cases), vec![("tx_to_rx".to_string(), Tally { passed: 1, failed: 2, ..Tally::default() })]);
     }
 
     fn report(cases: Vec<CaseResult>, problems: Vec<String>) -> RunReport {
@@ -596,6 +675,8 @@ sockmap-lab: suite binary redirect-0123 exited 134
             suite_started: true,
             problems,
             retried: None,
+            totals: Tally::default(),
+            findings: Default::default(),
         }
     }
 
@@ -621,9 +702,35 @@ sockmap-lab: suite binary redirect-0123 exited 134
         assert_eq!(run_problems(died, &exes, &cases), ["suite binary redirect-0123 never reported its exit (the guest stopped while it ran)"]);
     }
 
+    fn known(name: &str) -> CaseResult {
+        CaseResult {
+            name: name.into(),
+            path: path_of(name),
+            status: Status::Failed,
+            observation: None,
+            failure: Some("snapshot assertion failed".into()),
+            snapshot: None,
+            finding: Some("tcp-bpf-sendmsg-after-shut-wr".into()),
+        }
+    }
+
+    #[test]
+    fn a_known_finding_is_counted_apart_and_never_as_a_pass() {
+        let pass = CaseResult { finding: None, status: Status::Passed, failure: None, ..known("tx_to_rx::a") };
+        let cases = vec![pass, known("tx_to_rx_via_sockmap_over_ipv4_when_sender_shuts_down_writing")];
+        assert_eq!(tally(&cases), vec![("tx_to_rx".to_string(), Tally { passed: 1, known: 1, ..Tally::default() })]);
+        let run = report(cases, vec![]);
+        assert!(run.failed(), "a run whose only failure is a known finding is still red");
+        assert_eq!(run.count(Status::Passed), 1);
+        // A finding on a case that did not fail names nothing.
+        let odd = CaseResult { status: Status::Passed, ..known("tx_to_rx::b") };
+        assert!(!odd.is_known_finding());
+        assert_eq!(Tally::of([&odd]), Tally { passed: 1, ..Tally::default() });
+    }
+
     #[test]
     fn the_kmemleak_case_is_not_a_suite_case() {
-        let kml = CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status: Status::Passed, observation: None, failure: None };
+        let kml = CaseResult { name: KMEMLEAK_CASE.into(), path: "other".into(), status: Status::Passed, observation: None, failure: None, snapshot: None, finding: None };
         assert_eq!(report(vec![kml], vec![]).with_verdict(), 0);
     }
 

@@ -101,6 +101,25 @@ fn a_guest_sample_becomes_a_table_json_and_a_plot() {
     assert!(text.contains("debian-6.12-vs-debian-6.1.svg"), "{text}");
 }
 
+/// A run whose receiver did not verify every message, or counted other bytes than were sent, gives
+/// no figure: it is the point's error instead.
+#[test]
+fn a_run_whose_content_check_failed_is_an_error_not_a_figure() {
+    let mut boot = sample();
+    let point = boot.throughput.iter_mut().find(|p| p.path == "tx_to_rx" && p.size == 16).unwrap();
+    let runs = point.runs.len();
+    point.runs[0].verified_messages -= 1;
+    point.runs[1].bytes += 16;
+    let summary = bench::summarize("debian-6.12", "6.12.117", Accel::Tcg, 1, vec![boot], vec![20.0]).unwrap();
+    let t = summary.throughput.iter().find(|t| t.path == "tx_to_rx" && t.size == 16).unwrap();
+    assert_eq!(t.mb_per_s.unwrap().n, runs - 2, "{t:?}");
+    assert_eq!(t.errors.len(), 1, "{t:?}");
+    assert!(t.errors[0].starts_with("boot 1: measured run 1: ") && t.errors[0].contains("measured run 2: "), "{t:?}");
+    assert!(t.errors[0].contains("messages verified in order"), "{t:?}");
+    let sound = bench::summarize("debian-6.12", "6.12.117", Accel::Tcg, 1, vec![sample()], vec![20.0]).unwrap();
+    assert!(sound.throughput.iter().all(|t| t.errors.is_empty()), "the real sample is sound");
+}
+
 #[test]
 fn a_guest_binary_out_of_step_with_the_parser_is_an_error() {
     let mut value: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
@@ -133,7 +152,11 @@ fn a_tiny_bench_runs_in_a_real_guest() {
         assert_eq!((point.runs.len(), &point.error), (2, &None), "{} {} B", point.path, point.size);
         for r in &point.runs {
             assert!(r.messages > 0 && r.seconds > 0.0, "{r:?}");
-            assert_eq!(r.bytes, r.messages * point.size as u64, "every byte sent arrived: {} {r:?}", point.path);
+            // Three separate sources: the sender's count of whole messages, the receiver's count of
+            // bytes (it reads what is queued beyond the expected count too), and the receiver's
+            // check of each message's stamp (its sequence number) at its own stream offsets.
+            assert_eq!(r.verified_messages, r.messages, "every message sent arrived stamped in order: {} {r:?}", point.path);
+            assert_eq!(r.bytes, r.messages * point.size as u64, "no byte more or less than sent arrived: {} {r:?}", point.path);
         }
     }
     for point in &results.latency {

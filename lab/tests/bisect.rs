@@ -14,7 +14,7 @@ use lab::vm::Outcome;
 
 fn case(name: &str, status: Status) -> CaseResult {
     let failure = (status == Status::Failed).then(|| "-    bytes: 1024\n+    bytes: 0".to_string());
-    CaseResult { name: name.into(), path: lab::suite::path_of(name), status, observation: None, failure }
+    CaseResult { name: name.into(), path: lab::suite::path_of(name), status, observation: None, failure, snapshot: None, finding: None }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use lab::matrix::{Row, RowState};
 use lab::suite::{CaseResult, RunReport, Status};
 
 fn case(name: &str, status: Status, failure: Option<&str>) -> CaseResult {
-    CaseResult { name: name.into(), path: lab::suite::path_of(name), status, observation: None, failure: failure.map(str::to_string) }
+    CaseResult { name: name.into(), path: lab::suite::path_of(name), status, observation: None, failure: failure.map(str::to_string), snapshot: None, finding: None }
 }
 
 fn rows() -> Vec<Row> {
@@ -26,6 +26,8 @@ fn rows() -> Vec<Row> {
         suite_started: true,
         problems: vec![],
         retried: None,
+        totals: Default::default(),
+        findings: Default::default(),
     };
     vec![
         Row { kernel: "debian-6.12".into(), state: RowState::Ran, report: Some(report) },

@@ -39,10 +39,7 @@ const DESTROY_WAIT: Duration = Duration::from_secs(5);
 /// under TCG runs several times slower, and RCU-deferred frees (listeners) wait for grace periods
 /// that stretch with it; the lab sets LAB_WAIT_SCALE for such kernels rather than loosen the
 /// bound for everyone.
-pub(crate) fn scaled(bound: Duration) -> Duration {
-    let scale = std::env::var("LAB_WAIT_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1).max(1);
-    bound * scale
-}
+pub(crate) use crate::patience::scaled;
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
 /// How long sockstat may take to come back to its baseline once every socket is destroyed. It is

@@ -24,9 +24,9 @@ pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnc
     let audit = Audit::begin();
     let mechanism = audit.mechanism();
     let mut ledger = Ledger::default();
-    let observation = observe(scenario, config, &mut ledger, body);
+    let (observation, stalls) = observe(scenario, config, &mut ledger, body);
     let (accounting, unclean) = audit.finish(&ledger);
-    check(name, &Observed { observation, accounting }, mechanism, unclean);
+    check(name, &Observed { observation, accounting }, mechanism, unclean, &stalls);
 }
 
 /// The lab's test-only crash switch (`lab test --abort-case`): the named case kills its whole test
@@ -75,8 +75,9 @@ struct CaseResult<'a> {
 
 /// Compares with snapshots/<name>@<kernel family>.snap when that exists (kernel series that behave
 /// differently on purpose), else with snapshots/<name>.snap; then writes the result file. `unclean`
-/// is the accounting's evidence against the case, if any.
-fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<String>) {
+/// is the accounting's evidence against the case, if any; `stalls` the waits that gave up, which a
+/// failure starts with (a passing case may wait out a bound on purpose, for data that must not come).
+fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<String>, stalls: &[String]) {
     let release = kernel_release();
     let family = kernel_family(&release);
     let dir = snapshot_dir();
@@ -107,6 +108,11 @@ fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<
         (Some(one), None) | (None, Some(one)) => Some(one.clone()),
         (Some(mismatch), Some(unclean)) => Some(format!("{unclean}\n{mismatch}")),
     };
+    let stalled = (!stalls.is_empty()).then(|| stalls.join("\n"));
+    let failure = match (failure, &stalled) {
+        (Some(failure), Some(stalled)) => Some(format!("{stalled}\n{failure}")),
+        (failure, _) => failure,
+    };
     let status = match (&failure, observed.observation.status) {
         (Some(_), _) => "failed",
         (None, Status::Supported) => "passed",
@@ -124,6 +130,10 @@ fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<
         observation: observed,
     });
 
+    // libtest shows what a failing case printed next to its panic: the lab reads it from there.
+    if let Some(stalled) = stalled.filter(|_| mismatch.is_some() || unclean.is_some()) {
+        eprintln!("{stalled}");
+    }
     if let Some(unclean) = unclean {
         let also = if mismatch.is_some() { "\n(and the snapshot does not match: see above)" } else { "" };
         panic!("{unclean}{also}");

@@ -16,6 +16,7 @@ pub mod family;
 pub mod guest;
 pub mod kmsg;
 pub mod observation;
+pub mod patience;
 pub mod payload;
 pub mod rig;
 pub mod sys;

@@ -1,5 +1,6 @@
 //! A case's setup (programs, map, four sockets) and the actions a case takes on it. Every wait is
-//! bounded by [`STALL`] of no progress, so a broken kernel fails a case instead of hanging the suite.
+//! bounded by [`STALL`] of no progress in time the guest ran ([`Patience`]), so a broken kernel
+//! fails a case instead of hanging the suite, and a host too busy to run the guest does not fail it.
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
@@ -13,10 +14,12 @@ use crate::family::Family;
 use crate::observation::{
     Content, Delivered, Observation, Programs, Pulled, Role, Sent, Side, Status, Step, Unsupported,
 };
+use crate::patience::{self, Patience};
 use crate::payload::pattern;
 use crate::sys::{self, errno_name, Errno, Sock, Wakeup, POLL_ALL};
 
-/// How long any wait goes on without progress before the case gives up on it.
+/// How long any wait goes on without progress before the case gives up on it: guest run time,
+/// times LAB_WAIT_SCALE ([`Patience`]).
 pub const STALL: Duration = Duration::from_secs(2);
 
 /// On the RX paths the psock backlog worker delivers after the sender is done: the other roles are
@@ -196,36 +199,40 @@ pub struct Rig<'obj> {
     sent: Option<Sent>,
     pin_verdict_runs: bool,
     redirect_may_miss: bool,
+    /// What each wait that gave up waited for: printed with the case's failure.
+    stalls: Vec<String>,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
-/// observed. A setup step the kernel refuses ends the case as unsupported. Every socket created is
-/// recorded in `ledger`, and closed by the time this returns.
+/// observed, with the stalls of the waits that gave up. A setup step the kernel refuses ends the
+/// case as unsupported. Every socket created is recorded in `ledger`, and closed by the time this
+/// returns.
 pub fn observe(
     scenario: Scenario,
     config: Config,
     ledger: &mut Ledger,
     body: impl FnOnce(&mut Rig<'_>),
-) -> Observation {
+) -> (Observation, Vec<String>) {
     let mut object = MaybeUninit::uninit();
     let bpf = Bpf::load(&mut object, scenario.map, scenario.hook()).expect("loading bpf/sockmap.bpf.c");
     bpf.configure(&config);
     if let Err(refused) = bpf.attach(scenario.hook()) {
-        return Observation::refused(refused.step, refused.errno);
+        return (Observation::refused(refused.step, refused.errno), vec![]);
     }
     let ((a, a_peer), (b, b_peer)) =
         match (scenario.family.pair(Side::A, ledger), scenario.family.pair(Side::B, ledger)) {
             (Ok(a), Ok(b)) => (a, b),
-            (Err(errno), _) | (_, Err(errno)) => return Observation::refused("socket", errno),
+            (Err(errno), _) | (_, Err(errno)) => return (Observation::refused("socket", errno), vec![]),
         };
     for (key, sock) in [(KEY_A, &a), (KEY_B, &b)] {
         if let Err(errno) = bpf.insert(key, sock) {
-            return Observation::refused("map_update", errno);
+            return (Observation::refused("map_update", errno), vec![]);
         }
     }
     let socks = BTreeMap::from([(Role::A, a), (Role::APeer, a_peer), (Role::B, b), (Role::BPeer, b_peer)]);
     for sock in socks.values() {
-        sock.set_send_timeout(STALL).expect("SO_SNDTIMEO");
+        // The kernel's own bound on a blocked send: wall time, so only scaled.
+        sock.set_send_timeout(patience::scaled(STALL)).expect("SO_SNDTIMEO");
     }
     let mut rig = Rig {
         scenario,
@@ -238,9 +245,11 @@ pub fn observe(
         sent: None,
         pin_verdict_runs: false,
         redirect_may_miss: false,
+        stalls: Vec::new(),
     };
     body(&mut rig);
-    rig.finish()
+    let stalls = std::mem::take(&mut rig.stalls);
+    (rig.finish(), stalls)
 }
 
 impl Rig<'_> {
@@ -291,11 +300,13 @@ impl Rig<'_> {
         // when it is meant to receive; otherwise by finish(), after the data has settled elsewhere.
         let racy = !self.scenario.path.is_tx() && !expected.contains_key(&Role::A);
         let watched: Vec<Role> = socks.keys().copied().filter(|role| !(racy && *role == Role::A)).collect();
-        let (messages_sent, stopped_by) = thread::scope(|scope| {
+        let ((messages_sent, stopped_by, send_stall), read_stall) = thread::scope(|scope| {
             let sending = scope.spawn(|| send_all(sender, &data, messages, window, &progress, &wakeup));
-            read_until_settled(socks, &watched, inbox, expected, &progress, &wakeup);
-            sending.join().expect("sender thread")
+            let read_stall = read_until_settled(socks, &watched, inbox, expected, &progress, &wakeup);
+            (sending.join().expect("sender thread"), read_stall)
         });
+        let what = |stall: String| stall.replacen("stalled: ", &format!("stalled: transfer of {total} bytes from {}: ", from.name()), 1);
+        self.stalls.extend(send_stall.into_iter().chain(read_stall).map(what));
         self.sent = Some(Sent {
             from,
             bytes: progress.counts.lock().unwrap().accepted,
@@ -314,8 +325,21 @@ impl Rig<'_> {
 
     /// Waits (bounded) until `role` is readable, then one recv of up to `len` bytes.
     pub fn recv(&mut self, role: Role, len: usize) {
-        sys::poll(&[(self.sock(role).raw(), libc::POLLIN)], STALL).expect("poll");
+        self.wait_for_pollin(role, "before a recv");
         self.recv_now(role, len, 0);
+    }
+
+    /// poll(2) for POLLIN (an error or hang-up also ends the wait), at most [`STALL`] of guest run
+    /// time; a wait that runs out is noted as a stall.
+    fn wait_for_pollin(&mut self, role: Role, why: &str) {
+        let fd = self.sock(role).raw();
+        let mut wait = Patience::new(STALL);
+        while !wait.exhausted() {
+            if wait.sleep(|slice| sys::poll(&[(fd, libc::POLLIN)], slice).expect("poll"))[0] != 0 {
+                return;
+            }
+        }
+        self.stalls.push(wait.stalled(&format!("{} to become readable {why}", role.name())));
     }
 
     /// One non-blocking recv of up to `len` bytes: EAGAIN when nothing is queued.
@@ -344,11 +368,16 @@ impl Rig<'_> {
         let inbox = self.inbox.get_mut(&role).expect("every role has an inbox");
         let expected = self.expected.get(&role).map_or(&[][..], Vec::as_slice);
         let before = inbox.data.len();
-        let mut last_progress = Instant::now();
-        while inbox.open() && inbox.data.len() < expected.len() && last_progress.elapsed() < STALL {
-            sys::poll(&[(sock.raw(), libc::POLLIN)], STALL - last_progress.elapsed()).expect("poll");
+        let mut wait = Patience::new(STALL);
+        while inbox.open() && inbox.data.len() < expected.len() {
+            if wait.exhausted() {
+                let what = format!("{} to receive {} bytes (got {})", role.name(), expected.len() - before, inbox.data.len() - before);
+                self.stalls.push(wait.stalled(&what));
+                break;
+            }
+            wait.sleep(|slice| sys::poll(&[(sock.raw(), libc::POLLIN)], slice).expect("poll"));
             if inbox.take_up_to(sock, expected.len() - inbox.data.len()) > 0 {
-                last_progress = Instant::now();
+                wait.progress();
             }
         }
         self.steps.push(Step::Receive {
@@ -372,7 +401,7 @@ impl Rig<'_> {
     /// poll(2) for POLLIN (an error or hang-up also ends the wait), bounded by [`STALL`], then the
     /// full readiness.
     pub fn wait_readable(&mut self, role: Role) {
-        sys::poll(&[(self.sock(role).raw(), libc::POLLIN)], STALL).expect("poll");
+        self.wait_for_pollin(role, "(wait_readable)");
         let ready = self.poll_names(role, Duration::ZERO);
         self.steps.push(Step::WaitReadable { role, ready });
     }
@@ -415,16 +444,19 @@ impl Rig<'_> {
         if self.scenario.path.is_tx() {
             return;
         }
-        let quiet = crate::accounting::scaled(SETTLE);
-        let deadline = Instant::now() + crate::accounting::scaled(STALL);
+        let quiet = patience::scaled(SETTLE);
+        // Bounds the whole settle (data that keeps coming), in guest run time.
+        let mut wait = Patience::new(STALL);
         loop {
             let open: Vec<Role> = self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox[r].open()).collect();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if open.is_empty() || left.is_zero() {
+            if open.is_empty() || wait.exhausted() {
                 return;
             }
             let fds: Vec<_> = open.iter().map(|r| (self.socks[r].raw(), libc::POLLIN)).collect();
-            let revents = sys::poll(&fds, quiet.min(left)).expect("poll");
+            let started = Instant::now();
+            let slice = quiet.min(wait.left());
+            let revents = sys::poll(&fds, slice).expect("poll");
+            wait.spent(slice, started.elapsed());
             if revents.iter().all(|r| *r == 0) {
                 return;
             }
@@ -479,8 +511,9 @@ impl Rig<'_> {
     }
 }
 
-/// The sender side of [`Rig::transfer`]: returns the send calls completed and why it stopped early.
-/// With a `window`, no message goes out while that many messages' worth of bytes are unaccounted for.
+/// The sender side of [`Rig::transfer`]: returns the send calls completed, why it stopped early,
+/// and the stall, if it gave up on one. With a `window`, no message goes out while that many
+/// messages' worth of bytes are unaccounted for.
 fn send_all(
     sock: &Sock,
     data: &[u8],
@@ -488,19 +521,14 @@ fn send_all(
     window: Option<usize>,
     progress: &Progress,
     wakeup: &Wakeup,
-) -> (usize, Option<String>) {
+) -> (usize, Option<String>, Option<String>) {
     let mut offset = 0;
-    let mut outcome = (messages.len(), None);
+    let mut outcome = (messages.len(), None, None);
     'messages: for (index, &len) in messages.iter().enumerate() {
         if let Some(window) = window {
-            let counts = progress.counts.lock().unwrap();
-            let (counts, wait) = progress
-                .changed
-                .wait_timeout_while(counts, STALL, |c| c.accepted + len > c.received + window * len)
-                .unwrap();
-            drop(counts);
-            if wait.timed_out() {
-                outcome = (index, Some("stalled".to_string()));
+            if let Err(stall) = wait_for_window(progress, |c| c.accepted + len <= c.received + window * len) {
+                let what = format!("the receivers to drain the window before message {index} of {}", messages.len());
+                outcome = (index, Some("stalled".to_string()), Some(stall.stalled(&what)));
                 break;
             }
         }
@@ -513,7 +541,7 @@ fn send_all(
                     wakeup.wake();
                 }
                 Err(errno) => {
-                    outcome = (index, Some(errno_name(errno)));
+                    outcome = (index, Some(errno_name(errno)), None);
                     break 'messages;
                 }
             }
@@ -525,9 +553,28 @@ fn send_all(
     outcome
 }
 
+/// Waits until `open` holds of the counts, at most [`STALL`] of guest run time without a byte
+/// received; gives the wait back when it ran out.
+fn wait_for_window(progress: &Progress, open: impl Fn(&Counts) -> bool) -> Result<(), Patience> {
+    let mut wait = Patience::new(STALL);
+    let mut counts = progress.counts.lock().unwrap();
+    let mut received = counts.received;
+    while !open(&counts) {
+        if wait.exhausted() {
+            return Err(wait);
+        }
+        counts = wait.sleep(|slice| progress.changed.wait_timeout(counts, slice).unwrap().0);
+        if counts.received != received {
+            received = counts.received;
+            wait.progress();
+        }
+    }
+    Ok(())
+}
+
 /// The reader side of [`Rig::transfer`]: reads the watched sockets until the sender is done and the
 /// data is accounted for (every role has what it expects, or as many bytes arrived as were sent),
-/// or nothing moves for [`STALL`].
+/// or nothing moves for [`STALL`] of guest run time; then returns the stall.
 fn read_until_settled(
     socks: &BTreeMap<Role, Sock>,
     watched: &[Role],
@@ -535,8 +582,8 @@ fn read_until_settled(
     expected: &BTreeMap<Role, Vec<u8>>,
     progress: &Progress,
     wakeup: &Wakeup,
-) {
-    let mut last_progress = Instant::now();
+) -> Option<String> {
+    let mut wait = Patience::new(STALL);
     let mut accepted_seen = 0;
     loop {
         let (accepted, received, done) = {
@@ -545,18 +592,21 @@ fn read_until_settled(
         };
         if accepted != accepted_seen {
             accepted_seen = accepted;
-            last_progress = Instant::now();
+            wait.progress();
         }
         let expectations_met = expected.iter().all(|(role, bytes)| inbox[role].data.len() >= bytes.len());
         if done && (expectations_met || received >= accepted) {
-            return;
+            return None;
         }
-        let Some(left) = STALL.checked_sub(last_progress.elapsed()) else { return };
+        if wait.exhausted() {
+            let sender = if done { "done" } else { "still sending" };
+            return Some(wait.stalled(&format!("{accepted} bytes accepted, {received} read back, sender {sender}")));
+        }
 
         let open: Vec<Role> = watched.iter().copied().filter(|role| inbox[role].open()).collect();
         let mut fds = vec![(wakeup.raw(), libc::POLLIN)];
         fds.extend(open.iter().map(|role| (socks[role].raw(), libc::POLLIN)));
-        let revents = sys::poll(&fds, left).expect("poll");
+        let revents = wait.sleep(|slice| sys::poll(&fds, slice).expect("poll"));
         wakeup.clear();
         for (role, revents) in open.iter().zip(&revents[1..]) {
             if *revents == 0 {
@@ -564,7 +614,7 @@ fn read_until_settled(
             }
             let n = inbox.get_mut(role).expect("every role has an inbox").take_queued(&socks[role]);
             if n > 0 {
-                last_progress = Instant::now();
+                wait.progress();
                 progress.update(|c| c.received += n);
             }
         }

@@ -275,8 +275,10 @@ fn tx_to_rx_when_peer_closes_with_data_queued(#[values(Sockmap, Sockhash)] map: 
 }
 
 /// Data sent just before the sender closes is redirected whole and A sees the end of stream. B's peer
-/// is still open, so an end of stream on B would be A's FIN carried over by the redirect (the last recv
-/// waits up to the stall limit for anything at all to show up on B).
+/// is still open, so B must not: an end of stream on B would be A's FIN carried over by the redirect,
+/// telling B's reader that a connection which is still open closed. The last recv waits up to the
+/// stall limit for anything at all to show up on B and finds nothing (EAGAIN). Kernels up to 7.3.4
+/// hand the FIN over: known finding rx-redirect-carries-fin (snapshots/FINDINGS.toml).
 #[rstest]
 fn rx_to_rx_when_sender_closes_with_data_in_flight(#[values(Sockmap, Sockhash)] map: MapKind) {
     lifecycle(RxToRx, map, "when_sender_closes_with_data_in_flight", |rig| {
@@ -286,6 +288,25 @@ fn rx_to_rx_when_sender_closes_with_data_in_flight(#[values(Sockmap, Sockhash)] 
         rig.receive(Role::B);
         rig.recv(Role::A, 100);
         rig.recv(Role::B, 100);
+    });
+}
+
+/// B's own connection is untouched by A's end of stream: once B leaves the map it is a plain TCP
+/// socket again, and what B's peer sends then arrives whole. (A FIN carried over by the redirect
+/// advances B's copied_seq past anything B's connection delivered: then the first byte of B's
+/// peer's data would be skipped.)
+#[rstest]
+fn rx_to_rx_when_sender_closes_then_target_leaves_the_map(#[values(Sockmap, Sockhash)] map: MapKind) {
+    lifecycle(RxToRx, map, "when_sender_closes_then_target_leaves_the_map", |rig| {
+        rig.expect(Role::B, &pattern(0, 4096));
+        rig.send(Role::APeer, 4096);
+        rig.close(Role::APeer);
+        rig.receive(Role::B);
+        rig.recv(Role::B, 100);
+        rig.map_delete(KEY_B);
+        rig.expect(Role::B, &pattern(0, 100));
+        rig.send(Role::BPeer, 100);
+        rig.recv(Role::B, 200);
     });
 }
 
@@ -479,7 +500,9 @@ fn tx_to_rx_nonblocking_eagain(#[values(Sockmap, Sockhash)] map: MapKind) {
     });
 }
 
-/// After A shuts down writing its sends fail with EPIPE; what was redirected before stays with B.
+/// After A shuts down writing its sends fail with EPIPE, as without a program (tcp_sendmsg_locked);
+/// what was redirected before stays with B. Kernels up to 7.3.4 redirect the later send too: known
+/// finding tcp-bpf-sendmsg-after-shut-wr (snapshots/FINDINGS.toml).
 #[rstest]
 fn tx_to_rx_when_sender_shuts_down_writing(#[values(Sockmap, Sockhash)] map: MapKind) {
     lifecycle(TxToRx, map, "when_sender_shuts_down_writing", |rig| {
