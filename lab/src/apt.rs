@@ -161,7 +161,8 @@ fn image_version(package: &str) -> Option<String> {
     (numeric && deb.starts_with("deb") && deb[3..].bytes().all(|b| b.is_ascii_digit())).then(|| version.to_string())
 }
 
-fn find_deb(dir: &Path, stem: &str) -> Option<PathBuf> {
+/// The `.deb` in `dir` whose file name starts with `stem` (`PACKAGE_` or `PACKAGE_VERSION_`).
+pub fn find_deb(dir: &Path, stem: &str) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .flatten()

@@ -221,9 +221,9 @@ pub fn debian_image_package(version: &str) -> Option<String> {
 }
 
 /// Write `kernels/prebuilt-VERSION.toml` for each version (or for every one apt knows, with `all`),
-/// leaving existing files alone. `newer` are the 7.x images of the lab's apt view (version, package,
-/// suite). Returns (name, written?, suite) per definition.
-pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, newer: &[(String, String, String)]) -> anyhow::Result<Vec<(String, bool, String)>> {
+/// leaving existing files alone. `newer` are the 7.x images of the lab's apt view. Returns (name,
+/// written?, suite) per definition.
+pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, newer: &[crate::apt::KernelImage]) -> anyhow::Result<Vec<(String, bool, String)>> {
     let mut versions: Vec<String> = versions.to_vec();
     if all {
         let names = crate::process::output("apt-cache", &["pkgnames", "linux-image-6."])?;
@@ -236,7 +236,7 @@ pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, n
                 versions.push(v);
             }
         }
-        versions.extend(newer.iter().map(|(v, _, _)| v.clone()));
+        versions.extend(newer.iter().map(|i| i.version.clone()));
         versions.sort_by_key(|v| v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
         versions.dedup();
     }
@@ -247,8 +247,8 @@ pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, n
             Some(p) => (p, "bookworm".to_string()),
             None => newer
                 .iter()
-                .find(|(nv, _, _)| *nv == v)
-                .map(|(_, p, s)| (p.clone(), s.clone()))
+                .find(|i| i.version == v)
+                .map(|i| (i.package.clone(), i.suite.clone()))
                 .ok_or_else(|| anyhow::anyhow!("`{v}` is not a Debian 6.1.0-NN or 6.12.NNN version, nor a 7.x image the lab's apt view knows"))?,
         };
         let name = format!("prebuilt-{v}");
@@ -683,10 +683,14 @@ mod tests {
         assert_eq!(add_debian_images(&kernels, &["6.1.0-47".into()], false, &[]).unwrap(), [b("prebuilt-6.1.0-47", false)]);
         assert!(add_debian_images(&kernels, &["7.0".into()], false, &[]).is_err());
         // A 7.x image comes from the lab's apt view, with the suite that serves it.
-        let newer = [("7.2.12".to_string(), "linux-image-7.2.12+deb13-amd64".to_string(), "trixie-backports".to_string())];
+        let newer = [crate::apt::KernelImage {
+            version: "7.2.12".into(),
+            package: "linux-image-7.2.12+deb13-amd64".into(),
+            suite: "trixie-backports".into(),
+        }];
         let out = add_debian_images(&kernels, &["7.2.12".into()], false, &newer).unwrap();
         assert_eq!(out, [("prebuilt-7.2.12".to_string(), true, "trixie-backports".to_string())]);
-        assert_eq!(kernels.load("prebuilt-7.2.12").unwrap().source, Source::DebianImage { package: newer[0].1.clone() });
+        assert_eq!(kernels.load("prebuilt-7.2.12").unwrap().source, Source::DebianImage { package: newer[0].package.clone() });
     }
 
     #[test]

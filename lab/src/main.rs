@@ -328,8 +328,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Kernels { action: KernelsAction::AddDebian { versions, all } } => {
             let needs_view = all || versions.iter().any(|v| lab::definition::debian_image_package(v).is_none());
-            let newer: Vec<(String, String, String)> = if needs_view {
-                lab::apt::AptView::open(&cache)?.kernel_images()?.into_iter().map(|i| (i.version, i.package, i.suite)).collect()
+            let newer = if needs_view {
+                lab::apt::AptView::open(&cache)?.kernel_images()?
             } else {
                 vec![]
             };

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::apt::AptView;
+use crate::apt::{find_deb, AptView};
 use crate::cache::Cache;
 use crate::definition::Source;
 use crate::process;
@@ -173,13 +173,7 @@ fn download_deb(package: &str, cache: &Cache) -> anyhow::Result<PathBuf> {
     if !host_knows(package) {
         return AptView::open(cache)?.download(package, &dir);
     }
-    let find = || -> Option<PathBuf> {
-        std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")) && n.to_string_lossy().ends_with(".deb")))
-    };
+    let find = || find_deb(&dir, &format!("{package}_"));
     if let Some(deb) = find() {
         return Ok(deb);
     }
@@ -221,10 +215,7 @@ pub fn unpack_image(deb: &Path, dest: &Path) -> anyhow::Result<String> {
     process::output("dpkg", &["-x", &deb.display().to_string(), &dest.display().to_string()])?;
     let folder = deb.parent().unwrap_or(Path::new("."));
     for part in image_parts(deb)? {
-        let part_deb = std::fs::read_dir(folder)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{part}_")) && n.to_string_lossy().ends_with(".deb")))
+        let part_deb = find_deb(folder, &format!("{part}_"))
             .with_context(|| format!("{} needs {part}, which is not downloaded next to it", deb.display()))?;
         process::output("dpkg", &["-x", &part_deb.display().to_string(), &dest.display().to_string()])?;
     }
