@@ -223,6 +223,20 @@ pub enum Step {
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<Content>,
     },
+    /// One blocking recv(2) that was already asleep when `from` sent: a reader the kernel fails to
+    /// wake stays asleep with the data queued (which a poll loop would never notice).
+    RecvWhileAsleep {
+        role: Role,
+        /// The reader was seen asleep before the send; if not, the step proves nothing.
+        asleep: bool,
+        from: Role,
+        send: Outcome,
+        /// The recv returned within the bound.
+        woken: bool,
+        result: Outcome,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<Content>,
+    },
     /// Reads exactly what the role still expects (waiting for it, bounded).
     Receive {
         role: Role,

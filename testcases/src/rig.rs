@@ -29,6 +29,18 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 pub const KEY_A: u32 = 0;
 pub const KEY_B: u32 = 1;
 
+/// Polls `done` until it holds (true) or [`STALL`] of guest run time passed without it (false).
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let mut wait = Patience::new(STALL);
+    while !done() {
+        if wait.exhausted() {
+            return false;
+        }
+        wait.sleep(|slice| thread::sleep(slice.min(Duration::from_millis(10))));
+    }
+    true
+}
+
 /// Datagrams in flight at once: enough to keep the path busy, few enough that no receive queue
 /// overflows (even of 16-byte datagrams, each of which costs a whole skb), since datagram families
 /// drop rather than push back.
@@ -347,18 +359,53 @@ impl Rig<'_> {
         let mut buf = vec![0; len];
         let result = self.sock(role).recv(&mut buf, flags | libc::MSG_DONTWAIT);
         let peek = flags & libc::MSG_PEEK != 0;
-        let content = result.ok().map(|n| {
-            let inbox = &mut self.inbox.get_mut(&role).expect("every role has an inbox");
-            let expected = self.expected.get(&role).map_or(&[][..], Vec::as_slice);
-            let from = inbox.data.len().min(expected.len());
-            let to = (from + n).min(expected.len());
-            let content = Content::compare(&expected[from..to], &buf[..n]);
-            if !peek {
-                inbox.data.extend_from_slice(&buf[..n]);
-            }
-            content
-        });
+        let content = result.ok().map(|n| self.take(role, &buf[..n], peek));
         self.steps.push(Step::Recv { role, len, peek, result: result.into(), content });
+    }
+
+    /// `read` against what `role` should read next; unless peeked, it is now read.
+    fn take(&mut self, role: Role, read: &[u8], peek: bool) -> Content {
+        let inbox = &mut self.inbox.get_mut(&role).expect("every role has an inbox");
+        let expected = self.expected.get(&role).map_or(&[][..], Vec::as_slice);
+        let from = inbox.data.len().min(expected.len());
+        let to = (from + read.len()).min(expected.len());
+        let content = Content::compare(&expected[from..to], read);
+        if !peek {
+            inbox.data.extend_from_slice(read);
+        }
+        content
+    }
+
+    /// `reader` goes to sleep in a blocking recv of up to `len` bytes; once it is seen asleep,
+    /// `from` sends `send` bytes. The reader must be woken: one that is not within [`STALL`] of guest
+    /// run time is recorded as not woken (its SO_RCVTIMEO lets the thread go later).
+    pub fn recv_while_asleep(&mut self, reader: Role, len: usize, from: Role, send: usize) {
+        let data = pattern(self.next_offset(from, send), send);
+        let sock = self.sock(reader);
+        sock.set_recv_timeout(patience::scaled(STALL * 10)).expect("SO_RCVTIMEO");
+        let (asleep, sent, woken, (result, buf)) = thread::scope(|scope| {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let reading = scope.spawn(move || {
+                let mut buf = vec![0; len];
+                tid_tx.send(sys::gettid()).expect("the case waits for the reader's id");
+                let result = sock.recv(&mut buf, 0);
+                (result, buf)
+            });
+            let tid = tid_rx.recv().expect("the reader's id");
+            let asleep = wait_until(|| sys::thread_asleep(tid));
+            (asleep, self.sock(from).send(&data), wait_until(|| reading.is_finished()), reading.join().expect("reader"))
+        });
+        sock.set_recv_timeout(Duration::ZERO).expect("SO_RCVTIMEO");
+        let content = result.ok().map(|n| self.take(reader, &buf[..n], false));
+        self.steps.push(Step::RecvWhileAsleep {
+            role: reader,
+            asleep,
+            from,
+            send: sent.into(),
+            woken,
+            result: result.into(),
+            content,
+        });
     }
 
     /// Reads exactly what `role` still expects, waiting for it at most [`STALL`] without progress.

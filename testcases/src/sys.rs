@@ -52,11 +52,12 @@ impl Sock {
     }
 
     pub fn set_send_timeout(&self, timeout: Duration) -> Result<(), Errno> {
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        self.set_option(libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)
+        self.set_option(libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeval(timeout))
+    }
+
+    /// Zero: a blocking recv waits for ever.
+    pub fn set_recv_timeout(&self, timeout: Duration) -> Result<(), Errno> {
+        self.set_option(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeval(timeout))
     }
 
     /// SO_COOKIE: the socket's unique id, which the kernel assigns on first use and never reuses.
@@ -168,6 +169,23 @@ impl SockAddr {
     fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
         (&mut self.storage as *mut libc::sockaddr_storage).cast()
     }
+}
+
+fn timeval(timeout: Duration) -> libc::timeval {
+    libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t }
+}
+
+/// The calling thread's id, as /proc/self/task names it.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is asleep (state S: waiting, interruptibly, for an event).
+pub fn thread_asleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may hold anything.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('S'))
 }
 
 /// poll(2) readiness, as the observations name it.

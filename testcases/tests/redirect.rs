@@ -488,6 +488,28 @@ fn rx_to_rx_poll_readiness(#[values(Sockmap, Sockhash)] map: MapKind) {
     });
 }
 
+/// A reader already asleep in recv() on B is woken by one small redirected message, twice (an
+/// ingress path that batches may skip the wake-up for a queue that holds data, never for an empty
+/// one). Polling cases cannot see a missed wake-up: poll's own timeout hides it.
+#[rstest]
+fn tx_to_rx_wakes_a_sleeping_reader(#[values(Sockmap, Sockhash)] map: MapKind) {
+    lifecycle(TxToRx, map, "wakes_a_sleeping_reader", |rig| {
+        rig.expect(Role::B, &pattern(0, 17));
+        rig.recv_while_asleep(Role::B, 100, Role::A, 1);
+        rig.recv_while_asleep(Role::B, 100, Role::A, 16);
+    });
+}
+
+/// The same through the backlog worker: it must wake B's sleeping reader.
+#[rstest]
+fn rx_to_rx_wakes_a_sleeping_reader(#[values(Sockmap, Sockhash)] map: MapKind) {
+    lifecycle(RxToRx, map, "wakes_a_sleeping_reader", |rig| {
+        rig.expect(Role::B, &pattern(0, 17));
+        rig.recv_while_asleep(Role::B, 100, Role::APeer, 1);
+        rig.recv_while_asleep(Role::B, 100, Role::APeer, 16);
+    });
+}
+
 /// A non-blocking read of B says EAGAIN before and after the redirected data, never blocks.
 #[rstest]
 fn tx_to_rx_nonblocking_eagain(#[values(Sockmap, Sockhash)] map: MapKind) {
