@@ -27,7 +27,7 @@ lab-test: deps build
 lab-mutants: deps build
 	$(LAB) mutants
 
-# The suite over every kernel marked `matrix = true`: table, differences, JUnit under results/matrix/.
+# The suite over every kernel marked `matrix = true`: table, differences, JUnit under results/matrix/latest/.
 lab-matrix: deps build
 	$(LAB) matrix
 
@@ -43,7 +43,7 @@ lab-bisect: deps build
 	if [ "$$found" = "$$planted" ]; then echo "lab-bisect: found the planted commit $$planted"; \
 	else echo "lab-bisect: expected the planted commit $$planted, bisect named '$$found'" >&2; exit 1; fi
 
-# How fast each redirect path is against plain TCP (three guest boots; results/bench/).
+# How fast each redirect path is against plain TCP (three guest boots; results/bench/KERNEL/latest/).
 lab-bench: deps build
 	$(LAB) bench $(KERNEL)
 

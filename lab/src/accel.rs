@@ -99,7 +99,8 @@ pub fn vm_config(cache: &Cache, name: &str, kimg: &Path, timeout: Duration) -> a
         show_console: false,
         rwdirs: vec![],
         cwd: None,
-        console_log: cache.path("logs").join(format!("console-{name}-{stamp}.log")),
+        // The pid too: two runs of one kernel started in the same millisecond keep a log each.
+        console_log: cache.path("logs").join(format!("console-{name}-{stamp}-{}.log", std::process::id())),
     })
 }
 

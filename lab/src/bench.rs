@@ -7,10 +7,11 @@
 //! their ratio is paired. Figures are read as ratios: to plain TCP at the same size in the same boot,
 //! and between kernels; each ratio's spread is over the boots.
 //!
-//! Outputs, in `results/bench/` of the project: `<kernel>.json` (summary plus every boot's raw guest
-//! results, for later comparison), `<kernel>.svg` (MB/s against message size per path), and with a
-//! second kernel `<kernel>-vs-<kernel2>.json` and `.svg`. Each boot's guest output stays under
-//! `raw/<kernel>/boot-<n>/`.
+//! Outputs, in a run folder of `results/bench/<kernel>/` (`results/bench/<kernel>-vs-<kernel2>/`
+//! with a second kernel; `latest` is the last run, see [`crate::runs`]): `<kernel>.json` (summary
+//! plus every boot's raw guest results, for later comparison), `<kernel>.svg` (MB/s against message
+//! size per path), and with a second kernel `<kernel>-vs-<kernel2>.json` and `.svg`. Each boot's
+//! guest output stays under `raw/<kernel>/boot-<n>/`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,7 +26,7 @@ use crate::cache::{Cache, Entry};
 use crate::definition::KernelsDir;
 use crate::progress::Step;
 use crate::vm::{self, Accel, GuestRun, Outcome, VmConfig};
-use crate::{accel, process, suite};
+use crate::{accel, process, runs, suite};
 
 /// The baseline every path is compared with.
 pub const BASELINE: &str = "tcp";
@@ -141,7 +142,7 @@ pub struct LatencySummary {
     pub errors: Vec<String>,
 }
 
-/// One kernel's bench: `results/bench/<kernel>.json`.
+/// One kernel's bench: `<kernel>.json` in the bench's run folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KernelBench {
     pub kernel: String,
@@ -186,7 +187,7 @@ pub struct BenchReport {
 }
 
 /// Bench `kernel` (and `vs`, side by side) over `runs` guest boots each, write the JSON and SVG
-/// outputs to `results/bench/`, and return the report.
+/// outputs to a run folder under `results/bench/`, and return the report.
 pub fn run(kernels: &KernelsDir, cache: &Cache, kernel: &str, vs: Option<&str>, runs: u32) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(runs >= 1, "--runs must be at least 1");
     let started = Instant::now();
@@ -198,7 +199,10 @@ pub fn run(kernels: &KernelsDir, cache: &Cache, kernel: &str, vs: Option<&str>, 
         targets.push((def.name, built.entry));
     }
     let exe = build_binary(&project)?;
-    let out = project.join("results").join("bench");
+    // A run of its own, per kernel or per pair: two benches at once keep their boots apart.
+    let group = project.join("results").join("bench").join(targets.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join("-vs-"));
+    let session = runs::start(&group)?;
+    let out = &session.dir;
     let mut boots: Vec<Vec<(GuestResults, GuestRun)>> = targets.iter().map(|_| Vec::new()).collect();
     let mut guests = Vec::new();
     for boot in 1..=runs {
@@ -227,7 +231,8 @@ pub fn run(kernels: &KernelsDir, cache: &Cache, kernel: &str, vs: Option<&str>, 
         _ => None,
     };
     let mut report = BenchReport { kernels: benches, comparison, wall_seconds: started.elapsed().as_secs_f64(), files: vec![] };
-    report.files = write(&report, &out)?;
+    report.files = write(&report, out)?;
+    session.publish()?;
     Ok(report)
 }
 

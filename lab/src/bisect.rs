@@ -228,7 +228,10 @@ fn try_step(args: &StepArgs, kernels: &KernelsDir, cache: &Cache, vm_config: &dy
             record.cached = built.cached;
             let cfg = vm_config(&def.name, &built.entry.kernel_image())?;
             let started = Instant::now();
-            let run = suite::run(&def, &built.entry, &project, &exes, cfg, &SuiteOptions { filter: args.filter.clone(), ..Default::default() })?;
+            // The step's results stay with the bisect's, not among the kernel's own runs.
+            let keep = out.join("steps").join(if args.kernel.is_some() { &commit[..12] } else { def.name.as_str() });
+            let opts = SuiteOptions { filter: args.filter.clone(), results: Some(keep), ..Default::default() };
+            let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
             record.run_seconds = started.elapsed().as_secs_f64();
             let (verdict, reason) = judge(&run.guest.outcome, &run.report.cases);
             record.verdict = verdict;
@@ -244,10 +247,6 @@ fn try_step(args: &StepArgs, kernels: &KernelsDir, cache: &Cache, vm_config: &dy
                 .filter(|c| c.status == Status::Failed)
                 .map(|c| CaseFailure { case: c.name.clone(), text: suite::failure_excerpt(c.failure.as_deref().unwrap_or(""), 40) })
                 .collect();
-            let keep = out.join("steps").join(if args.kernel.is_some() { &commit[..12] } else { def.name.as_str() });
-            let _ = std::fs::remove_dir_all(&keep);
-            std::fs::create_dir_all(out.join("steps"))?;
-            std::fs::rename(&run.results, &keep).with_context(|| format!("moving the step's results to {}", keep.display()))?;
         }
     }
     if let Some(dropping) = dropping {

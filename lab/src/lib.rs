@@ -2,7 +2,7 @@
 //!
 //! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
 //! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `suite`
-//! (cases run in the guest) → `report`.
+//! (cases run in the guest) → `report`; `runs` gives every run a results folder of its own.
 
 pub mod accel;
 pub mod apt;
@@ -19,6 +19,7 @@ pub mod patches;
 pub mod process;
 pub mod progress;
 pub mod report;
+pub mod runs;
 pub mod source;
 pub mod suite;
 pub mod vm;

@@ -259,17 +259,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let project = project_dir(&kernels)?;
             let exes = suite::build_binaries(&project)?;
             let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
-            let opts = suite::SuiteOptions { filter, review, abort_case };
+            let opts = suite::SuiteOptions { filter, review, abort_case, results: None };
             let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
             // The same per-kernel outputs the matrix writes, so a CI job per kernel can publish them.
-            let row = lab::matrix::Row::from_run(&run);
-            std::fs::write(run.results.join("junit.xml"), lab::report::junit(&row))?;
-            std::fs::write(run.results.join("summary.md"), lab::report::matrix_table(std::slice::from_ref(&row), true))?;
+            lab::report::finish_run(&run)?;
             for case in &run.report.cases {
                 println!("{}", lab::report::case_line(case));
             }
             print!("{}", lab::report::render(&run.report));
-            println!("results: {}", run.results.join("summary.json").display());
+            println!("results: {} (also {})", run.results.join("summary.json").display(), suite::results_group(&project, &def.name).join(lab::runs::LATEST).display());
             if !matches!(run.guest.outcome, Outcome::Exited { .. }) {
                 return report(&def.name, &run.guest, &run.cfg);
             }
@@ -278,7 +276,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(1);
             }
             if review {
-                println!("review changed snapshots with: cargo insta review --workspace-root {}", project.display());
+                println!(
+                    "review changed snapshots with: INSTA_PENDING_DIR={} cargo insta review --workspace-root {}",
+                    suite::pending_dir(&run.results).display(),
+                    project.display()
+                );
                 // A known finding's .snap.new is the kernel bug written down: accepting it would
                 // make the bug the expectation.
                 let known: Vec<&str> = run.report.cases.iter().filter(|c| c.is_known_finding()).map(|c| c.name.as_str()).collect();
@@ -301,13 +303,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let exes = suite::build_binaries(&project)?;
             let jobs = jobs.unwrap_or_else(default_jobs);
             let started = std::time::Instant::now();
+            let run = lab::runs::start(&project.join("results").join("matrix"))?;
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
             let runner = lab::matrix::Runner { kernels: &kernels, cache: &cache, exes: &exes, project: &project, vm_config: &make_cfg, retry_boot: false };
             let rows = runner.matrix(&names, jobs);
             let diffs = lab::matrix::differences(&rows);
             let wall = started.elapsed().as_secs_f64();
-            let out = project.join("results").join("matrix");
-            suite::fresh_dir(&out)?;
+            let out = &run.dir;
             std::fs::create_dir_all(out.join("junit"))?;
             for row in &rows {
                 std::fs::write(out.join("junit").join(format!("{}.xml", row.kernel)), lab::report::junit(row))?;
@@ -320,10 +322,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 jobs
             );
             std::fs::write(out.join("matrix.md"), md)?;
-            std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&serde_json::json!({"rows": rows, "differences": diffs, "wall_seconds": wall}))?)?;
+            let json = serde_json::json!({"run": run.id, "date": run.date, "rows": rows, "differences": diffs, "wall_seconds": wall});
+            std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
+            run.publish()?;
             print!("{}", lab::report::matrix_table(&rows, false));
             print!("{details}");
-            println!("wall time {wall:.0}s; results: {} (matrix.md, matrix.json, junit/)", out.display());
+            println!("wall time {wall:.0}s; results: {} (matrix.md, matrix.json, junit/; also results/matrix/latest)", out.display());
             Ok(if rows.iter().all(|r| r.green()) { 0 } else { 1 })
         }
         Command::Kernels { action: KernelsAction::AddDebian { versions, all } } => {

@@ -133,6 +133,8 @@ impl Runner<'_> {
                 other => other,
             }
         });
+        // A thrown-away first boot keeps its run folder; the run that counts becomes `latest`.
+        let run = run.and_then(|run| crate::report::finish_run(&run).map(|()| run));
         KernelRun { name: name.to_string(), def: Some(def), run }
     }
 }
@@ -247,6 +249,7 @@ mod tests {
             state: RowState::Ran,
             report: Some(RunReport {
                 kernel: kernel.into(),
+                run: String::new(),
                 release: "x".into(),
                 accel: "tcg".into(),
                 guest: serde_json::json!({"kind": "exited", "code": 0}),

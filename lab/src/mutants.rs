@@ -3,17 +3,25 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use crate::cache::Cache;
 use crate::definition::{Definition, KernelsDir};
 use crate::matrix::{KernelRun, Runner};
 use crate::report::{self, MutantVerdict};
+use crate::runs;
 use crate::suite::{self, RunReport};
 use crate::vm::VmConfig;
+
+/// Every mutant definition, in the definitions' order.
+fn all_mutants(kernels: &KernelsDir) -> anyhow::Result<Vec<Definition>> {
+    Ok(kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect())
+}
 
 /// The mutants named (all of them when none is), checked to be mutants with a base.
 fn select(kernels: &KernelsDir, names: &[String]) -> anyhow::Result<Vec<Definition>> {
     let defs: Vec<Definition> = if names.is_empty() {
-        kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect()
+        all_mutants(kernels)?
     } else {
         names.iter().map(|n| kernels.load(n)).collect::<Result<_, _>>()?
     };
@@ -84,6 +92,7 @@ pub fn run(
     vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
 ) -> anyhow::Result<u8> {
     let defs = select(kernels, names)?;
+    let session = runs::start(&project.join("results").join("mutants"))?;
     let exes = suite::build_binaries(project)?;
     let order = run_list(&defs);
     // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
@@ -96,16 +105,110 @@ pub fn run(
         eprintln!("lab: mutants: {} done ({state})", k.name);
         k
     };
-    let verdicts = verdicts(&defs, runner.run_each(&order, jobs, &finish));
+    let verdicts: Vec<MutantVerdict> = verdicts(&defs, runner.run_each(&order, jobs, &finish))
+        .into_iter()
+        .map(|v| MutantVerdict { run: session.id.clone(), date: session.date.clone(), ..v })
+        .collect();
     for v in &verdicts {
         eprintln!("{}", v.line());
     }
+    // This run's own table, whole; then its rows into the table of every mutant.
     let table = report::mutant_table(&verdicts);
     print!("{table}");
-    let out = project.join("results").join("mutants.md");
-    std::fs::create_dir_all(out.parent().unwrap())?;
-    std::fs::write(&out, &table)?;
-    std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&verdicts)?)?;
-    println!("results: {}", out.display());
+    write_table(&session.dir, &verdicts)?;
+    session.publish()?;
+    let names: Vec<String> = all_mutants(kernels)?.into_iter().map(|d| d.name).collect();
+    let merged = update_table(&project.join("results"), &verdicts, &names)?;
+    println!("results: {} (this run); {} ({} of {} mutants)", session.dir.join("mutants.md").display(), project.join("results/mutants.md").display(), merged.len(), names.len());
     Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
+}
+
+fn write_table(dir: &Path, verdicts: &[MutantVerdict]) -> anyhow::Result<()> {
+    runs::write(&dir.join("mutants.md"), &report::mutant_table(verdicts))?;
+    runs::write(&dir.join("mutants.json"), &serde_json::to_string_pretty(verdicts)?)
+}
+
+/// `results/mutants.{json,md}`: every mutant's newest verdict, whichever run gave it, so a run on
+/// a few mutants updates their rows and leaves the others'. Runs finishing together take turns.
+fn update_table(results: &Path, fresh: &[MutantVerdict], mutants: &[String]) -> anyhow::Result<Vec<MutantVerdict>> {
+    let _turn = crate::cache::lock(&results.join(".mutants.lock"))?;
+    let file = results.join("mutants.json");
+    let table: Vec<MutantVerdict> = match std::fs::read_to_string(&file) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let merged = merge(table, fresh, mutants);
+    write_table(results, &merged)?;
+    Ok(merged)
+}
+
+/// Each mutant's newest verdict (by run id, which sorts by start: of two runs finishing together
+/// the one started later wins), in `mutants` order; rows of mutants no longer defined are dropped.
+pub fn merge(table: Vec<MutantVerdict>, fresh: &[MutantVerdict], mutants: &[String]) -> Vec<MutantVerdict> {
+    mutants
+        .iter()
+        .filter_map(|name| {
+            let older = table.iter().filter(|v| v.mutant == *name);
+            // max_by_key keeps the last of equals: a fresh row beats a stored one of the same run.
+            older.chain(fresh.iter().filter(|v| v.mutant == *name)).max_by_key(|v| v.run.as_str()).cloned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(mutant: &str, caught: bool, run: &str) -> MutantVerdict {
+        MutantVerdict {
+            mutant: mutant.into(),
+            breaks: "x".into(),
+            caught,
+            not_run: false,
+            caught_by: vec![],
+            checks: String::new(),
+            evidence: format!("from run {run}"),
+            control: String::new(),
+            run: run.into(),
+            date: String::new(),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_run_on_some_mutants_updates_their_rows_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = names(&["mutant-a", "mutant-b", "mutant-c"]);
+        let full = [verdict("mutant-a", true, "20261201T000000.000Z-1-0"), verdict("mutant-b", true, "20261201T000000.000Z-1-0"), verdict("mutant-c", false, "20261201T000000.000Z-1-0")];
+        update_table(dir.path(), &full, &all).unwrap();
+        let subset = [verdict("mutant-b", false, "20261202T000000.000Z-2-0")];
+        let table = update_table(dir.path(), &subset, &all).unwrap();
+        let rows: Vec<(&str, bool, &str)> = table.iter().map(|v| (v.mutant.as_str(), v.caught, v.run.as_str())).collect();
+        assert_eq!(
+            rows,
+            [("mutant-a", true, "20261201T000000.000Z-1-0"), ("mutant-b", false, "20261202T000000.000Z-2-0"), ("mutant-c", false, "20261201T000000.000Z-1-0")]
+        );
+        let on_disk: Vec<MutantVerdict> = serde_json::from_str(&std::fs::read_to_string(dir.path().join("mutants.json")).unwrap()).unwrap();
+        assert_eq!(on_disk.len(), 3);
+        let md = std::fs::read_to_string(dir.path().join("mutants.md")).unwrap();
+        assert_eq!(md.lines().filter(|l| l.starts_with("| mutant-")).count(), 3, "{md}");
+    }
+
+    #[test]
+    fn the_newest_run_wins_and_gone_mutants_leave_the_table() {
+        let (old, new) = ("20261201T000000.000Z-1-0", "20261202T000000.000Z-2-0");
+        // A run started earlier that finishes later does not overwrite a newer verdict.
+        let merged = merge(vec![verdict("mutant-a", true, new)], &[verdict("mutant-a", false, old)], &names(&["mutant-a"]));
+        assert_eq!(merged[0].run, new);
+        // Rows from before run ids (no `run` field) are kept until a run replaces them.
+        let legacy: Vec<MutantVerdict> =
+            serde_json::from_str(r#"[{"mutant": "mutant-a", "breaks": "x", "caught": true, "caught_by": [], "evidence": "e"}, {"mutant": "mutant-gone", "breaks": "x", "caught": true, "caught_by": [], "evidence": "e"}]"#).unwrap();
+        let merged = merge(legacy.clone(), &[], &names(&["mutant-a", "mutant-b"]));
+        assert_eq!(merged.iter().map(|v| v.mutant.as_str()).collect::<Vec<_>>(), ["mutant-a"]);
+        assert_eq!(merge(legacy, &[verdict("mutant-a", false, old)], &names(&["mutant-a"]))[0].run, old);
+    }
 }

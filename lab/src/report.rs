@@ -61,6 +61,18 @@ pub fn render(report: &RunReport) -> String {
     out
 }
 
+/// Write a finished suite run's own outputs beside its cases (`junit.xml` and `summary.md`, what a
+/// CI job per kernel publishes), then make it the kernel's `latest`: only a complete run is.
+pub fn finish_run(run: &SuiteRun) -> anyhow::Result<()> {
+    let row = Row::from_run(run);
+    std::fs::write(run.results.join("junit.xml"), junit(&row))?;
+    std::fs::write(run.results.join("summary.md"), matrix_table(std::slice::from_ref(&row), true))?;
+    match &run.run {
+        Some(folder) => folder.publish(),
+        None => Ok(()),
+    }
+}
+
 /// Whether the suite caught one mutant, and with what.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MutantVerdict {
@@ -81,6 +93,12 @@ pub struct MutantVerdict {
     /// The unmutated base kernel's run in the same session: what a catch is measured against.
     #[serde(default)]
     pub control: String,
+    /// The `lab mutants` run that gave this verdict (`results/mutants/runs/<run>/`) and when it
+    /// started: the table in `results/` merges runs, so each row says which one it comes from.
+    #[serde(default)]
+    pub run: String,
+    #[serde(default)]
+    pub date: String,
 }
 
 /// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
@@ -143,6 +161,8 @@ impl MutantVerdict {
             checks: String::new(),
             evidence: format!("not run: {why}"),
             control: String::new(),
+            run: String::new(),
+            date: String::new(),
         }
     }
 
@@ -210,6 +230,8 @@ impl MutantVerdict {
             checks,
             evidence,
             control: control.map(control_summary).unwrap_or_else(|| "no control run".into()),
+            run: String::new(),
+            date: String::new(),
         }
     }
 
@@ -257,19 +279,21 @@ fn first_difference(failure: &str) -> String {
 
 /// The mutant table, as Markdown (it reads fine in a terminal too).
 pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
-    let mut out =
-        String::from("| mutant | breaks | control | verdict | failing cases | checks that failed | evidence |\n|---|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| mutant | breaks | control | verdict | failing cases | checks that failed | evidence | run |\n|---|---|---|---|---|---|---|---|\n",
+    );
     for v in verdicts {
         let evidence: String = v.evidence.replace('|', "\\|").chars().take(240).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             v.mutant,
             v.breaks,
             if v.control.is_empty() { "-" } else { v.control.as_str() },
             if v.not_run { "**NOT RUN**" } else if v.caught { "caught" } else { "**MISSED**" },
             if v.caught_by.is_empty() { "-".to_string() } else { v.caught_by.join(", ") },
             if v.checks.is_empty() { "-" } else { v.checks.as_str() },
-            evidence
+            evidence,
+            if v.date.is_empty() { "-" } else { v.date.as_str() },
         ));
     }
     out
@@ -330,6 +354,7 @@ mod tests {
     fn report(kernel: &str, cases: Vec<CaseResult>, suite_started: bool) -> RunReport {
         RunReport {
             kernel: kernel.into(),
+            run: String::new(),
             release: "6.12.117".into(),
             accel: "tcg".into(),
             guest: serde_json::Value::Null,
@@ -360,6 +385,7 @@ mod tests {
                 cwd: None,
                 console_log: "/tmp/c.log".into(),
             },
+            run: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! and turn libtest's output plus the per-case result files into typed case results.
 //!
 //! The guest sees the host's filesystem, so the binaries built here run there as they are; only
-//! the results folder (and, when reviewing, `snapshots/`) is writable from the guest.
+//! the run's own results folder is writable from the guest (reviewing included: the `.snap.new`
+//! files go there too, so two runs never touch each other's files, nor `snapshots/`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::cache::Entry;
 use crate::definition::{Definition, Profile};
 use crate::findings;
 use crate::process;
+use crate::runs;
 use crate::progress::Step;
 use crate::vm::{self, GuestRun, VmConfig};
 
@@ -20,6 +22,10 @@ use crate::vm::{self, GuestRun, VmConfig};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub kernel: String,
+    /// The run's id: its results are `results/<kernel>/runs/<run>/` (empty for a bisect step,
+    /// whose results are the step's own folder).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
     pub release: String,
     pub accel: String,
     /// How the guest run ended (exited, panicked, hung...).
@@ -87,6 +93,9 @@ pub struct SuiteOptions {
     /// Test-only: the case whose name contains this aborts its test binary (a crash in the middle
     /// of a suite, to prove the lab reports it).
     pub abort_case: Option<String>,
+    /// Write into this folder (emptied first) instead of a new run of `results/<kernel>/`: a
+    /// bisect step keeps its results with the bisect's.
+    pub results: Option<PathBuf>,
 }
 
 /// A finished suite run: the report, the raw guest run, and where the results are.
@@ -95,16 +104,30 @@ pub struct SuiteRun {
     pub guest: GuestRun,
     pub results: PathBuf,
     pub cfg: VmConfig,
+    /// The run's folder under `results/<kernel>/runs/`, to be published as `latest` once every
+    /// output is written (none when the caller chose the folder).
+    pub run: Option<runs::Run>,
 }
 
-/// Run the suite binaries on a built kernel; results land in `results/<kernel>/` of the project.
+/// Where `kernel`'s runs go: `results/<kernel>/runs/<id>/`, `results/<kernel>/latest`.
+pub fn results_group(project: &Path, kernel: &str) -> PathBuf {
+    project.join("results").join(kernel)
+}
+
+/// Run the suite binaries on a built kernel; results land in a new run folder of
+/// `results/<kernel>/` (see [`runs`]), or in `opts.results`.
 pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mut cfg: VmConfig, opts: &SuiteOptions) -> anyhow::Result<SuiteRun> {
-    let results = project.join("results").join(&def.name);
-    fresh_dir(&results)?;
+    let (results, run) = match &opts.results {
+        Some(dir) => {
+            fresh_dir(dir)?;
+            (dir.clone(), None)
+        }
+        None => {
+            let run = runs::start(&results_group(project, &def.name))?;
+            (run.dir.clone(), Some(run))
+        }
+    };
     cfg.rwdirs.push(results.clone());
-    if opts.review {
-        cfg.rwdirs.push(project.join("snapshots"));
-    }
     // libtest prints every case's name and verdict, so a long quiet spell is a stuck case: found in
     // minutes, while the total timeout only has to bound a whole suite on a slow host.
     cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
@@ -130,6 +153,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     findings::annotate(&mut cases, &findings, &findings::Kernel::new(&entry.manifest.release, &def.patches), &project.join("snapshots"));
     let report = RunReport {
         kernel: def.name.clone(),
+        run: run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
         release: entry.manifest.release.clone(),
         accel: cfg.accel.as_str().into(),
         guest: serde_json::to_value(&guest.outcome)?,
@@ -144,7 +168,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     }
     .with_findings(&findings);
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
-    Ok(SuiteRun { report, guest, results, cfg })
+    Ok(SuiteRun { report, guest, results, cfg, run })
 }
 
 /// The four data paths, in the order of their complexity.
@@ -268,9 +292,10 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
-        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={}; rc=0; ",
+        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_PENDING_DIR={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={}; rc=0; ",
         shell_words::quote(&results.display().to_string()),
         shell_words::quote(&project.display().to_string()),
+        shell_words::quote(&pending_dir(results).display().to_string()),
         if review { "new" } else { "no" },
         shell_words::quote(opts.abort_case.as_deref().unwrap_or("")),
     );
@@ -301,6 +326,13 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
     ));
     script.push_str("exit $rc");
     vec!["sh".into(), "-c".into(), script]
+}
+
+/// Where a review run's `.snap.new` files go: in the run's own folder, not beside the snapshots,
+/// where another run would overwrite them (or delete them, insta's cleanup of a passing case).
+/// `cargo insta review` finds them with `INSTA_PENDING_DIR` set to this folder.
+pub fn pending_dir(results: &Path) -> PathBuf {
+    results.join("pending")
 }
 
 /// What the guest prints after each suite binary: `sockmap-lab: suite binary NAME exited CODE`.
@@ -643,6 +675,15 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(rows, vec![("tx_to_rx".to_string(), t(1, 0, 0)), ("tx_to_tx".into(), t(0, 1, 0)), ("rx_to_tx".into(), t(0, 0, 1))]);
     }
 
+    #[test]
+    fn a_review_writes_its_new_snapshots_into_its_own_run_folder() {
+        let results = Path::new("/p/results/k/runs/20261202T210356.123Z-7-0");
+        let opts = SuiteOptions { review: true, ..Default::default() };
+        let script = &guest_command(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default)[2];
+        assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
+        assert!(script.contains("INSTA_UPDATE=new "), "{script}");
+    }
+
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no
     /// verdict and the rest never start.
     const ABORTED: &str = "\
@@ -665,6 +706,7 @@ sockmap-lab: suite binary redirect-0123 exited 134
 
     fn report(cases: Vec<CaseResult>, problems: Vec<String>) -> RunReport {
         RunReport {
+            run: String::new(),
             kernel: "k".into(),
             release: "r".into(),
             accel: "tcg".into(),

@@ -151,3 +151,31 @@ fn a_case_that_crashes_its_test_binary_fails_the_run_and_the_rest_count_as_not_r
     assert!(stdout.contains("NOT RUN: 3 listed case(s) never started"), "{msg}");
     assert!(stdout.contains("1 of 5 listed cases have a verdict"), "{msg}");
 }
+
+#[test]
+fn two_suite_runs_of_one_kernel_at_once_each_keep_their_own_results() {
+    let _g = guard();
+    let lab = Lab::real();
+    let filter = "tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_1";
+    let piped = std::process::Stdio::piped;
+    let children: Vec<_> = (0..2).map(|_| lab.cmd(&["test", "debian-6.12", filter]).stdout(piped()).stderr(piped()).spawn().unwrap()).collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let runs: Vec<std::path::PathBuf> = outs
+        .iter()
+        .map(|out| {
+            assert_eq!(out.status.code(), Some(0), "{}", text(out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let summary = stdout.lines().find_map(|l| l.strip_prefix("results: ")?.split(' ').next()).expect("a results line");
+            std::path::PathBuf::from(summary).parent().unwrap().to_path_buf()
+        })
+        .collect();
+    assert_ne!(runs[0], runs[1], "each run has a folder of its own");
+    for run in &runs {
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["run"].as_str(), run.file_name().and_then(|n| n.to_str()));
+        assert_eq!(summary["totals"]["passed"], 1, "{summary}");
+        assert!(run.join("tx_to_rx_via_sockmap_over_ipv4_1b.json").is_file() && run.join("junit.xml").is_file());
+    }
+    let latest = common::project_root().join("results/debian-6.12/latest").canonicalize().unwrap();
+    assert!(runs.iter().any(|r| r.canonicalize().unwrap() == latest), "latest is one of the two: {}", latest.display());
+}

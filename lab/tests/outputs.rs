@@ -13,6 +13,7 @@ fn case(name: &str, status: Status, failure: Option<&str>) -> CaseResult {
 fn rows() -> Vec<Row> {
     let report = RunReport {
         kernel: "debian-6.12".into(),
+        run: String::new(),
         release: "6.12.117".into(),
         accel: "tcg".into(),
         guest: serde_json::json!({"kind": "exited", "code": 1}),
