@@ -158,7 +158,7 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
     Ok(Built { entry, cached: false })
 }
 
-/// A patch as applied to a build tree: its name and a hash of its content.
+/// A patch as applied to a build tree: its name and a hash of its code ([`patches::code_digest`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AppliedPatch {
     name: String,
@@ -178,7 +178,7 @@ impl AppliedPatch {
         paths
             .iter()
             .map(|p| {
-                Ok(AppliedPatch { name: file_name(p), sha256: source::sha256_file(p).with_context(|| format!("reading patch {}", p.display()))?, path: p.clone() })
+                Ok(AppliedPatch { name: file_name(p), sha256: patches::code_digest(p)?, path: p.clone() })
             })
             .collect()
     }

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::Context;
+
 /// The patches of a series folder, in order: the `series` file when present (quilt's format, `#`
 /// comments), otherwise every `*.patch` sorted by name.
 pub fn series(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -89,6 +91,28 @@ impl fmt::Display for PatchError {
 impl std::error::Error for PatchError {}
 
 /// Apply `patches` in order to `tree` with GNU patch.
+/// SHA-256 of what `patch` changes in the tree, not of its commit message: rewording a message (to
+/// add what the lab measured, say) must not cost a kernel rebuild.
+pub fn code_digest(patch: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read(patch).with_context(|| format!("reading patch {}", patch.display()))?;
+    Ok(hex::encode(Sha256::digest(patch_code(&String::from_utf8_lossy(&text)))))
+}
+
+/// The diff part of a patch: from its first `diff --git` (or `--- `) line, without git format-patch's
+/// trailing signature (`-- ` and the git version), which differs between machines.
+fn patch_code(text: &str) -> &str {
+    let start = ["diff --git ", "--- "]
+        .iter()
+        .find_map(|marker| if text.starts_with(marker) { Some(0) } else { text.find(&format!("\n{marker}")).map(|i| i + 1) })
+        .unwrap_or(0);
+    let body = &text[start..];
+    match body.rsplit_once("\n-- \n") {
+        Some((code, signature)) if signature.lines().count() <= 2 => code,
+        _ => body,
+    }
+}
+
 pub fn apply(tree: &Path, patches: &[PathBuf]) -> anyhow::Result<()> {
     for patch in patches {
         let run = |dry: bool| -> anyhow::Result<(bool, String)> {
@@ -178,6 +202,18 @@ fn hunk_header(patch_text: &str, file: &str, number: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_patch_is_known_by_its_code_not_its_message_or_signature() {
+        let diff = "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n";
+        let one = format!("From 1 Mon Sep 17 00:00:00 2001\nSubject: x\n\nwhy\n---\n f | 2 +-\n\n{diff}-- \n2.39.5\n\n");
+        let two = format!("From 2 Mon Sep 17 00:00:00 2001\nSubject: x\n\nwhy, measured\n---\n f | 2 +-\n\n{diff}-- \n2.47.1\n");
+        assert_eq!(super::patch_code(&one), super::patch_code(&two));
+        assert_eq!(super::patch_code(&one), diff.trim_end_matches('\n'));
+        assert_ne!(super::patch_code(&one), super::patch_code(&one.replace("+b", "+c")));
+        // A plain diff without a header is all code.
+        assert_eq!(super::patch_code(diff), diff);
+    }
+
     use super::*;
 
     const PATCH: &str = "\
