@@ -112,11 +112,16 @@ impl AptView {
     /// Debian's prebuilt 7.x images the view knows (the generic amd64 flavour), with the suite each
     /// comes from: what `lab kernels add-debian` offers beyond bookworm's 6.1 and 6.12.
     pub fn kernel_images(&self) -> anyhow::Result<Vec<KernelImage>> {
+        let mut known = std::collections::BTreeSet::new();
+        for prefix in crate::source::IMAGE_PARTS {
+            known.extend(self.package_names(&format!("{prefix}7."))?);
+        }
         let mut images = Vec::new();
         for package in self.package_names("linux-image-7.")? {
             let Some(version) = image_version(&package) else { continue };
             if let Some(best) = self.versions(&package)?.into_iter().next() {
-                images.push(KernelImage { version, package, suite: best.suite });
+                let missing = missing_parts(&package, &known);
+                images.push(KernelImage { version, package, suite: best.suite, missing });
             }
         }
         Ok(images)
@@ -151,6 +156,16 @@ pub struct KernelImage {
     pub version: String,
     pub package: String,
     pub suite: String,
+    /// Parts the image depends on that the archive no longer carries (Debian's 7.0 and 7.1 images
+    /// lost their linux-modules-* and linux-base-*): without its modules (9p, virtio) the image
+    /// cannot boot under vng.
+    pub missing: Vec<String>,
+}
+
+/// The parts of `image` (`linux-image-V-amd64`) that are not among the `known` package names.
+fn missing_parts(image: &str, known: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let suffix = image.strip_prefix("linux-image-").unwrap_or(image);
+    crate::source::IMAGE_PARTS.iter().map(|p| format!("{p}{suffix}")).filter(|part| !known.contains(part)).collect()
 }
 
 /// `linux-image-7.2.12+deb13-amd64` → `7.2.12`; other flavours (cloud, rt, dbg) are not lab kernels.
@@ -235,6 +250,16 @@ mod tests {
             ]
         );
         assert!(parse_policy("N: Unable to locate package nothing\n").is_empty());
+    }
+
+    #[test]
+    fn an_image_whose_modules_left_the_archive_says_what_is_missing() {
+        let known: std::collections::BTreeSet<String> =
+            ["linux-binary-7.0.13+deb13-amd64", "linux-binary-7.3.4+deb13-amd64", "linux-modules-7.3.4+deb13-amd64", "linux-base-7.3.4+deb13-amd64"]
+                .map(String::from)
+                .into();
+        assert!(missing_parts("linux-image-7.3.4+deb13-amd64", &known).is_empty());
+        assert_eq!(missing_parts("linux-image-7.0.13+deb13-amd64", &known), ["linux-modules-7.0.13+deb13-amd64", "linux-base-7.0.13+deb13-amd64"]);
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, n
                 versions.push(v);
             }
         }
-        versions.extend(newer.iter().map(|i| i.version.clone()));
+        versions.extend(newer.iter().filter(|i| i.missing.is_empty()).map(|i| i.version.clone()));
         versions.sort_by_key(|v| v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>());
         versions.dedup();
     }
@@ -251,6 +251,14 @@ pub fn add_debian_images(kernels: &KernelsDir, versions: &[String], all: bool, n
                 .map(|i| (i.package.clone(), i.suite.clone()))
                 .ok_or_else(|| anyhow::anyhow!("`{v}` is not a Debian 6.1.0-NN or 6.12.NNN version, nor a 7.x image the lab's apt view knows"))?,
         };
+        if let Some(image) = newer.iter().find(|i| i.version == v && !i.missing.is_empty()) {
+            anyhow::bail!(
+                "{} ({}) cannot boot: it depends on {}, which Debian's archive no longer carries (bookworm, trixie, trixie-backports, sid)",
+                image.package,
+                image.suite,
+                image.missing.join(", ")
+            );
+        }
         let name = format!("prebuilt-{v}");
         let file = kernels.dir.join(format!("{name}.toml"));
         if file.exists() {
@@ -683,14 +691,20 @@ mod tests {
         assert_eq!(add_debian_images(&kernels, &["6.1.0-47".into()], false, &[]).unwrap(), [b("prebuilt-6.1.0-47", false)]);
         assert!(add_debian_images(&kernels, &["7.0".into()], false, &[]).is_err());
         // A 7.x image comes from the lab's apt view, with the suite that serves it.
-        let newer = [crate::apt::KernelImage {
-            version: "7.2.12".into(),
-            package: "linux-image-7.2.12+deb13-amd64".into(),
+        let image = |v: &str, missing: &[&str]| crate::apt::KernelImage {
+            version: v.into(),
+            package: format!("linux-image-{v}+deb13-amd64"),
             suite: "trixie-backports".into(),
-        }];
+            missing: missing.iter().map(|m| m.to_string()).collect(),
+        };
+        let newer = [image("7.2.12", &[]), image("7.0.13", &["linux-modules-7.0.13+deb13-amd64"])];
         let out = add_debian_images(&kernels, &["7.2.12".into()], false, &newer).unwrap();
         assert_eq!(out, [("prebuilt-7.2.12".to_string(), true, "trixie-backports".to_string())]);
         assert_eq!(kernels.load("prebuilt-7.2.12").unwrap().source, Source::DebianImage { package: newer[0].package.clone() });
+        // An image whose parts left the archive is refused by name, and skipped by --all.
+        let e = add_debian_images(&kernels, &["7.0.13".into()], false, &newer).unwrap_err().to_string();
+        assert!(e.contains("linux-image-7.0.13+deb13-amd64 (trixie-backports) cannot boot") && e.contains("linux-modules-7.0.13"), "{e}");
+        assert!(!kernels.dir.join("prebuilt-7.0.13.toml").exists());
     }
 
     #[test]

@@ -200,11 +200,14 @@ fn image_parts(deb: &Path) -> anyhow::Result<Vec<String>> {
     Ok(parts_in_depends(&depends))
 }
 
+/// What a 7.x `linux-image-*` package is made of: each prefix plus the image's own suffix.
+pub const IMAGE_PARTS: [&str; 3] = ["linux-binary-", "linux-modules-", "linux-base-"];
+
 fn parts_in_depends(depends: &str) -> Vec<String> {
     depends
         .split([',', '|'])
         .filter_map(|d| d.split_whitespace().next())
-        .filter(|name| ["linux-binary-", "linux-modules-", "linux-base-"].iter().any(|p| name.starts_with(p)))
+        .filter(|name| IMAGE_PARTS.iter().any(|p| name.starts_with(p)))
         .map(str::to_string)
         .collect()
 }
