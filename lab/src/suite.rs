@@ -132,7 +132,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     // minutes, while the total timeout only has to bound a whole suite on a slow host.
     cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
     let listed = list_cases(exes, opts.filter.as_deref())?;
-    let command = guest_command(exes, &results, project, opts, def.profile);
+    let command = guest_command(&results, &guest_script(exes, &results, project, opts, def.profile))?;
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut pending = String::new();
     let mut done = 0usize;
@@ -287,8 +287,18 @@ fn wait_scale(profile: Profile) -> u32 {
     }
 }
 
-/// The guest command that runs every binary, one case at a time.
-pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile) -> Vec<String> {
+/// The guest command: `sh` on the script, written into the run's folder. virtme-ng hands the command
+/// to the guest on the kernel command line, which the kernel cuts at 2048 bytes (x86
+/// COMMAND_LINE_SIZE) together with what follows it, `init=` included: a long kernel name and run
+/// folder made the guest panic with "Requested init ... failed".
+fn guest_command(results: &Path, script: &str) -> anyhow::Result<Vec<String>> {
+    let file = results.join("guest.sh");
+    std::fs::write(&file, script).with_context(|| format!("writing the guest script {}", file.display()))?;
+    Ok(vec!["sh".into(), file.display().to_string()])
+}
+
+/// The guest's script: runs every binary, one case at a time.
+pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile) -> String {
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
@@ -325,7 +335,7 @@ pub fn guest_command(exes: &[PathBuf], results: &Path, project: &Path, opts: &Su
         shell_words::quote(&results.join(KMEMLEAK_FILE).display().to_string()),
     ));
     script.push_str("exit $rc");
-    vec!["sh".into(), "-c".into(), script]
+    script
 }
 
 /// Where a review run's `.snap.new` files go: in the run's own folder, not beside the snapshots,
@@ -676,10 +686,19 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     }
 
     #[test]
+    fn the_guest_command_line_only_names_the_script_however_long_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "export X=".to_string() + &"y".repeat(4096);
+        let command = guest_command(dir.path(), &script).unwrap();
+        assert_eq!(command, ["sh".to_string(), dir.path().join("guest.sh").display().to_string()]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("guest.sh")).unwrap(), script);
+    }
+
+    #[test]
     fn a_review_writes_its_new_snapshots_into_its_own_run_folder() {
         let results = Path::new("/p/results/k/runs/20261202T210356.123Z-7-0");
         let opts = SuiteOptions { review: true, ..Default::default() };
-        let script = &guest_command(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default)[2];
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default);
         assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
         assert!(script.contains("INSTA_UPDATE=new "), "{script}");
     }
