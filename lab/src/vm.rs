@@ -192,12 +192,23 @@ pub fn vng_command(kimg: &Path, script: &str, cfg: &VmConfig) -> Command {
 /// "the command failed".
 const STARTED: &str = "sockmap-lab: guest command starting";
 
+/// What `--exec` gets: `sh FILE`, the script written beside the console log. virtme-ng hands `--exec`
+/// to the guest on the kernel command line, which the kernel cuts at 2048 bytes (x86
+/// COMMAND_LINE_SIZE) together with what follows it, `init=` included: a suite's script with a long
+/// kernel name and run folder made the guest panic with "Requested init ... failed". The guest reads
+/// the file through its read-only view of the host.
+fn exec_line(script: &str, console_log: &Path) -> anyhow::Result<String> {
+    let file = console_log.with_extension("sh");
+    std::fs::write(&file, script).with_context(|| format!("writing the guest script {}", file.display()))?;
+    Ok(format!("sh {}", shell_words::quote(&file.display().to_string())))
+}
+
 /// Boot `kimg` and run `command` (argv) in it. `on_stdout` receives the command's output live
 /// (stdout and stderr merged, because vng's stderr carries the kernel console).
 pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl FnMut(&[u8]) + Send) -> anyhow::Result<GuestRun> {
     anyhow::ensure!(kimg.is_file(), "kernel image {} does not exist", kimg.display());
     let script = format!("echo '{STARTED}' >&2; {{ {} ; }} 2>&1", shell_words::join(command));
-    let mut cmd = vng_command(kimg, &script, cfg);
+    let mut cmd = vng_command(kimg, &exec_line(&script, &cfg.console_log)?, cfg);
     process::in_own_group(&mut cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| match find_vng() {
@@ -327,6 +338,16 @@ mod tests {
     #[test]
     fn failing_before_the_command_is_a_vm_failure() {
         assert_eq!(classify(Some(255), None, "qemu: could not load kernel\n", false), Outcome::VmFailed { code: 255 });
+    }
+
+    #[test]
+    fn the_kernel_command_line_only_names_the_script_however_long_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console-k-1-2.log");
+        let script = "export X=".to_string() + &"y".repeat(4096);
+        let line = exec_line(&script, &log).unwrap();
+        assert_eq!(line, format!("sh {}", dir.path().join("console-k-1-2.sh").display()));
+        assert_eq!(std::fs::read_to_string(dir.path().join("console-k-1-2.sh")).unwrap(), script);
     }
 
     #[test]

@@ -493,20 +493,20 @@ fn rx_to_rx_poll_readiness(#[values(Sockmap, Sockhash)] map: MapKind) {
 /// one). Polling cases cannot see a missed wake-up: poll's own timeout hides it.
 #[rstest]
 fn tx_to_rx_wakes_a_sleeping_reader(#[values(Sockmap, Sockhash)] map: MapKind) {
-    lifecycle(TxToRx, map, "wakes_a_sleeping_reader", |rig| {
-        rig.expect(Role::B, &pattern(0, 17));
-        rig.recv_while_asleep(Role::B, 100, Role::A, 1);
-        rig.recv_while_asleep(Role::B, 100, Role::A, 16);
-    });
+    wakes_a_sleeping_reader(TxToRx, map, Role::A);
 }
 
 /// The same through the backlog worker: it must wake B's sleeping reader.
 #[rstest]
 fn rx_to_rx_wakes_a_sleeping_reader(#[values(Sockmap, Sockhash)] map: MapKind) {
-    lifecycle(RxToRx, map, "wakes_a_sleeping_reader", |rig| {
+    wakes_a_sleeping_reader(RxToRx, map, Role::APeer);
+}
+
+fn wakes_a_sleeping_reader(path: Path, map: MapKind, sender: Role) {
+    lifecycle(path, map, "wakes_a_sleeping_reader", |rig| {
         rig.expect(Role::B, &pattern(0, 17));
-        rig.recv_while_asleep(Role::B, 100, Role::APeer, 1);
-        rig.recv_while_asleep(Role::B, 100, Role::APeer, 16);
+        rig.recv_while_asleep(Role::B, 100, sender, 1);
+        rig.recv_while_asleep(Role::B, 100, sender, 16);
     });
 }
 
