@@ -169,6 +169,7 @@ pub struct StepArgs {
     /// The suite binaries (the driver builds them once); none: build them here.
     pub exes: Vec<PathBuf>,
     pub filter: Option<String>,
+    pub judge_as: Option<String>,
 }
 
 /// One bisection step on the commit git is testing (the current directory's BISECT_HEAD, or HEAD in a
@@ -230,7 +231,7 @@ fn try_step(args: &StepArgs, kernels: &KernelsDir, cache: &Cache, vm_config: &dy
             let started = Instant::now();
             // The step's results stay with the bisect's, not among the kernel's own runs.
             let keep = out.join("steps").join(if args.kernel.is_some() { &commit[..12] } else { def.name.as_str() });
-            let opts = SuiteOptions { filter: args.filter.clone(), results: Some(keep), ..Default::default() };
+            let opts = SuiteOptions { filter: args.filter.clone(), results: Some(keep), judge_as: args.judge_as.clone(), ..Default::default() };
             let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
             record.run_seconds = started.elapsed().as_secs_f64();
             let (verdict, reason) = judge(&run.guest.outcome, &run.report.cases);
@@ -583,6 +584,7 @@ pub struct Options {
     pub filter: Option<String>,
     pub dry_run: bool,
     pub timeout: u64,
+    pub judge_as: Option<String>,
 }
 
 enum Mode {
@@ -642,6 +644,9 @@ impl Plan {
         cmd.extend(["--log".to_string(), self.log.display().to_string(), "--timeout".to_string(), opts.timeout.to_string()]);
         for exe in exes {
             cmd.extend(["--exe".to_string(), exe.display().to_string()]);
+        }
+        if let Some(family) = &opts.judge_as {
+            cmd.extend(["--judge-as".to_string(), family.clone()]);
         }
         if let Some(f) = &opts.filter {
             cmd.extend(["--".to_string(), f.clone()]);

@@ -80,6 +80,10 @@ enum Command {
         /// how the lab reports a suite that died.
         #[arg(long, hide = true)]
         abort_case: Option<String>,
+        /// Judge every case by this kernel family's snapshots (`6.1`, `6.12`: the base snapshots)
+        /// instead of the guest's own family.
+        #[arg(long)]
+        judge_as: Option<String>,
     },
     /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
     Mutants {
@@ -148,6 +152,10 @@ enum Command {
         /// Per step: a guest still running after this many seconds is a hang (the commit is skipped).
         #[arg(long, default_value_t = 600, env = "LAB_TIMEOUT")]
         timeout: u64,
+        /// Judge every step by this kernel family's snapshots (e.g. `6.1` over 6.1..7.3 finds the
+        /// first release that no longer behaves as 6.1 did), instead of each kernel's own family.
+        #[arg(long)]
+        judge_as: Option<String>,
     },
     /// One `git bisect run` step on the commit being tested: exits 0 good, 1 bad, 125 skip.
     #[command(hide = true)]
@@ -163,6 +171,8 @@ enum Command {
         exe: Vec<PathBuf>,
         #[arg(long, default_value_t = 600, env = "LAB_TIMEOUT")]
         timeout: u64,
+        #[arg(long)]
+        judge_as: Option<String>,
         filter: Option<String>,
     },
     /// Show whether guests run under KVM or TCG here, and why.
@@ -247,7 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             report(&def.name, &run, &cfg)
         }
-        Command::Test { kernel, filter, review, profile, timeout, abort_case } => {
+        Command::Test { kernel, filter, review, profile, timeout, abort_case, judge_as } => {
             let mut def = kernels.load(&kernel)?;
             if let Some(p) = profile.filter(|p| *p != def.profile) {
                 // A different kernel deserves its own name: results, logs and `lab list` would
@@ -259,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let project = project_dir(&kernels)?;
             let exes = suite::build_binaries(&project)?;
             let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
-            let opts = suite::SuiteOptions { filter, review, abort_case, results: None };
+            let opts = suite::SuiteOptions { filter, review, abort_case, judge_as, results: None };
             let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
             // The same per-kernel outputs the matrix writes, so a CI job per kernel can publish them.
             lab::report::finish_run(&run)?;
@@ -387,12 +397,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("removed {n} cache entr{}", if n == 1 { "y" } else { "ies" });
             Ok(0)
         }
-        Command::Bisect { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout } => {
-            let opts = lab::bisect::Options { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout };
+        Command::Bisect { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout, judge_as } => {
+            let opts = lab::bisect::Options { tree, good, bad, kernel, kernels: range, filter, dry_run, timeout, judge_as };
             lab::bisect::run(&opts, &kernels, &cache)
         }
-        Command::BisectStep { kernel, log, exe, timeout, filter } => {
-            let args = lab::bisect::StepArgs { kernel, log, exes: exe, filter };
+        Command::BisectStep { kernel, log, exe, timeout, judge_as, filter } => {
+            let args = lab::bisect::StepArgs { kernel, log, exes: exe, filter, judge_as };
             Ok(lab::bisect::step(&args, &kernels, &cache, &|name, kimg| vm_config(&cache, name, kimg, timeout)))
         }
         Command::Accel { kernel, reprobe } => {

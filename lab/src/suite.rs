@@ -93,6 +93,8 @@ pub struct SuiteOptions {
     /// Test-only: the case whose name contains this aborts its test binary (a crash in the middle
     /// of a suite, to prove the lab reports it).
     pub abort_case: Option<String>,
+    /// Compare with this kernel family's snapshot variants instead of the guest's own family.
+    pub judge_as: Option<String>,
     /// Write into this folder (emptied first) instead of a new run of `results/<kernel>/`: a
     /// bisect step keeps its results with the bisect's.
     pub results: Option<PathBuf>,
@@ -292,12 +294,13 @@ pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &Sui
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
-        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_PENDING_DIR={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={}; rc=0; ",
+        "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_PENDING_DIR={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={} LAB_JUDGE_AS={}; rc=0; ",
         shell_words::quote(&results.display().to_string()),
         shell_words::quote(&project.display().to_string()),
         shell_words::quote(&pending_dir(results).display().to_string()),
         if review { "new" } else { "no" },
         shell_words::quote(opts.abort_case.as_deref().unwrap_or("")),
+        shell_words::quote(opts.judge_as.as_deref().unwrap_or("")),
     );
     // kmemleak (debug kernels) reports per boot: forget what boot itself left, so that what remains
     // after the suite is the suite's.
@@ -682,6 +685,15 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default);
         assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
         assert!(script.contains("INSTA_UPDATE=new "), "{script}");
+    }
+
+    #[test]
+    fn judging_as_a_family_reaches_the_guest() {
+        let opts = SuiteOptions { judge_as: Some("6.1".into()), ..Default::default() };
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default);
+        assert!(script.contains(" LAB_JUDGE_AS=6.1;"), "{script}");
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default);
+        assert!(script.contains(" LAB_JUDGE_AS='';"), "{script}");
     }
 
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no

@@ -71,9 +71,27 @@ pub fn kernel_family(release: &str) -> String {
     format!("{major}.{minor}")
 }
 
+/// The family whose snapshot variants a case is compared with: the guest's own, unless the lab
+/// asks to judge by another (`LAB_JUDGE_AS`): a bisect across releases judges every kernel by
+/// one family's snapshots, so that the first release which no longer behaves as that family did
+/// reads as bad.
+pub fn snapshot_family(release: &str, judge_as: Option<&str>) -> String {
+    match judge_as {
+        Some(family) if !family.is_empty() => family.to_string(),
+        _ => kernel_family(release),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::kernel_family;
+    use super::{kernel_family, snapshot_family};
+
+    #[test]
+    fn judging_as_another_family_overrides_the_guests_own() {
+        assert_eq!(snapshot_family("7.3.4+deb13-amd64", Some("6.1")), "6.1");
+        assert_eq!(snapshot_family("7.3.4+deb13-amd64", Some("")), "7.3");
+        assert_eq!(snapshot_family("6.1.0-56-amd64", None), "6.1");
+    }
 
     #[test]
     fn kernel_family_is_major_dot_minor() {
