@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::suite::{CaseResult, Status};
+use crate::cases::{CaseResult, Status};
 
 pub const FILE: &str = "FINDINGS.toml";
 

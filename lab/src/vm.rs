@@ -71,6 +71,19 @@ pub enum Outcome {
     VmFailed { code: i32 },
 }
 
+impl Outcome {
+    /// How a guest run ended, in words for a verdict ("hung: no output for 300s, ...").
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Exited { code } => format!("exited {code} before running a case"),
+            Outcome::Panicked { line } => format!("panicked: {line}"),
+            Outcome::Oopsed { line, .. } => format!("oopsed: {line}"),
+            Outcome::Hung { after_secs, silent_secs, .. } => format!("hung: {}", hang_reason(*after_secs, *silent_secs)),
+            Outcome::VmFailed { code } => format!("VM did not start (vng exited {code})"),
+        }
+    }
+}
+
 /// Why a hung guest was killed, for messages: "no exit within 900s" or "no output for 300s (...)".
 pub fn hang_reason(after_secs: u64, silent_secs: Option<u64>) -> String {
     match silent_secs {

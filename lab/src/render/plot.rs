@@ -1,0 +1,198 @@
+//! The bench's plots, drawn with plotters' SVG backend: throughput against message size, and the
+//! ratios the bench's claims rest on (each path over plain TCP; with two kernels, the second over
+//! the first). Every point is the median with a whisker from min to max: of all runs for MB/s, of
+//! the per-boot ratios for a ratio, so the whisker is the spread over boots.
+
+use plotters::prelude::*;
+
+use super::bench::{num, size_label};
+use crate::bench::{Comparison, KernelBench, Stats, ThroughputSummary, BASELINE, PATHS};
+use crate::vm::Accel;
+
+/// One colour per row of [`PATHS`], in its order (tcp black, unix grey, then the four paths).
+const COLOURS: [RGBColor; 6] =
+    [RGBColor(0, 0, 0), RGBColor(127, 127, 127), RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14)];
+const _: () = assert!(COLOURS.len() == PATHS.len());
+const FONT: &str = "sans-serif";
+
+/// A line to draw: one path of one kernel. The second kernel of a pair is drawn faded with
+/// triangles, the first solid with dots, so the legend needs only a colour per path.
+struct Series {
+    label: String,
+    colour: RGBColor,
+    second: bool,
+    points: Vec<(f64, Stats)>,
+}
+
+/// What a panel shows on its y axis, and whether a ratio's reference line at 1 belongs on it.
+struct Panel<'a> {
+    title: &'a str,
+    y_desc: &'a str,
+    ratio: bool,
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// MB/s against message size, log-log, a line per path (per kernel, with two).
+pub fn throughput(benches: &[&KernelBench]) -> String {
+    let series = kernel_series(benches, |t| t.mb_per_s, |_| true);
+    let panel = Panel { title: "MB/s by message size", y_desc: "MB/s, log scale (median; whiskers: min-max of all runs)", ratio: false };
+    draw((760, 480), &title("sockmap redirect throughput", benches), &subtitle(benches), |root| {
+        panel_chart(root, &panel, &series)?;
+        Ok(())
+    })
+}
+
+/// Each path's MB/s over plain TCP's at the same size in the same boot; with a comparison, a
+/// second panel with the second kernel over the first, per path (TCP and AF_UNIX included).
+pub fn ratios(benches: &[&KernelBench], comparison: Option<&Comparison>) -> String {
+    let vs_tcp = kernel_series(benches, |t| t.vs_tcp, |path| path != BASELINE);
+    let left = Panel { title: "each path / plain TCP (MB/s)", y_desc: "ratio, log scale (median; whiskers: min-max over boots)", ratio: true };
+    let size = if comparison.is_some() { (1280, 500) } else { (760, 480) };
+    draw(size, &title("sockmap redirect throughput ratios", benches), &subtitle(benches), |root| {
+        let Some(cmp) = comparison else { return panel_chart(root, &left, &vs_tcp) };
+        let (a, b) = root.split_horizontally(640);
+        panel_chart(&a, &left, &vs_tcp)?;
+        let title = format!("{} / {} (MB/s, boot i of each paired)", cmp.other, cmp.base);
+        let right = Panel { title: &title, y_desc: "ratio, log scale (median; whiskers: min-max over boot pairs)", ratio: true };
+        panel_chart(&b, &right, &comparison_series(cmp))
+    })
+}
+
+fn title(what: &str, benches: &[&KernelBench]) -> String {
+    let kernels: Vec<String> = benches.iter().map(|b| format!("{} ({})", b.kernel, b.release)).collect();
+    format!("{what}: {}", kernels.join(" vs "))
+}
+
+fn subtitle(benches: &[&KernelBench]) -> String {
+    let faded = match benches {
+        [first, second] => format!("; {} solid with dots, {} faded with triangles", first.kernel, second.kernel),
+        _ => String::new(),
+    };
+    match benches.first() {
+        Some(b) if b.accel == Accel::Tcg => format!("TCG (emulated CPU), {} vCPU: compare the lines, not the absolute MB/s{faded}", b.cpus),
+        Some(b) => format!("KVM, {} vCPU{faded}", b.cpus),
+        None => String::new(),
+    }
+}
+
+fn kernel_series(benches: &[&KernelBench], figure: fn(&ThroughputSummary) -> Option<Stats>, keep: fn(&str) -> bool) -> Vec<Series> {
+    let mut series = Vec::new();
+    for (k, bench) in benches.iter().enumerate() {
+        for (&path, colour) in PATHS.iter().zip(COLOURS).filter(|(p, _)| keep(p)) {
+            let points: Vec<(f64, Stats)> =
+                bench.throughput.iter().filter(|t| t.path == path).filter_map(|t| Some((t.size as f64, figure(t)?))).collect();
+            let label = if benches.len() > 1 { format!("{path} ({})", bench.kernel) } else { path.to_string() };
+            series.push(Series { label, colour, second: k > 0, points });
+        }
+    }
+    series
+}
+
+fn comparison_series(cmp: &Comparison) -> Vec<Series> {
+    PATHS
+        .iter()
+        .zip(COLOURS)
+        .map(|(&path, colour)| Series {
+            label: path.to_string(),
+            colour,
+            second: false,
+            points: cmp.throughput.iter().filter(|r| r.path == path).filter_map(|r| Some((r.size as f64, r.ratio?))).collect(),
+        })
+        .collect()
+}
+
+/// The SVG document: a white page with the title lines, `body` drawing the panels below them.
+fn draw(size: (u32, u32), title: &str, subtitle: &str, body: impl FnOnce(&Area) -> Result<(), String>) -> String {
+    let mut svg = String::new();
+    let drawn: Result<(), String> = (|| {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.draw(&Text::new(title.to_string(), (16, 10), (FONT, 18))).map_err(|e| e.to_string())?;
+        root.draw(&Text::new(subtitle.to_string(), (16, 32), (FONT, 14).into_font().color(&RGBColor(85, 85, 85)))).map_err(|e| e.to_string())?;
+        body(&root.margin(50, 10, 10, 10))?;
+        root.present().map_err(|e| e.to_string())
+    })();
+    // Drawing into a String fails only on a plotters bug; the message is then the plot's content.
+    if let Err(e) = drawn {
+        return format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot failed: {}</text></svg>\n", e.replace('<', "&lt;"));
+    }
+    svg
+}
+
+/// One chart: log-scale axes with the bench's sizes as ticks, a line per series with whiskers, a
+/// reference line at 1 for ratios, and the legend.
+fn panel_chart(area: &Area, panel: &Panel, series: &[Series]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut sizes: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    let (x0, x1) = match (sizes.first(), sizes.last()) {
+        (Some(&a), Some(&b)) if b > a => (a / 1.4, b * 1.4),
+        (Some(&a), _) => (a / 2.0, a * 2.0),
+        _ => (1.0, 2.0),
+    };
+    let (y0, y1) = y_range(series, panel.ratio);
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.title, (FONT, 15))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x0..x1).log_scale().with_key_points(sizes), (y0..y1).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("message size (log scale)")
+        .y_desc(panel.y_desc)
+        .x_label_formatter(&|x| size_label(x.round() as usize))
+        .y_label_formatter(&|y| num(*y))
+        .light_line_style(WHITE)
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(|e| err(&e))?;
+    if panel.ratio {
+        let one = [(x0, 1.0), (x1, 1.0)];
+        chart.draw_series(std::iter::once(PathElement::new(one, BLACK.mix(0.4)))).map_err(|e| err(&e))?;
+    }
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        draw_series(&mut chart, s).map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, 12))
+        .draw()
+        .map_err(|e| err(&e))
+}
+
+fn y_range(series: &[Series], ratio: bool) -> (f64, f64) {
+    let (lo, hi) = series.iter().flat_map(|s| &s.points).fold((f64::MAX, f64::MIN), |(lo, hi), (_, st)| (lo.min(st.min), hi.max(st.max)));
+    let (lo, hi) = if lo > hi { (1.0, 1.0) } else { (lo.max(1e-6), hi.max(1e-6)) };
+    // A ratio's axis always shows 1, the line it is read against.
+    let (lo, hi) = if ratio { (lo.min(1.0), hi.max(1.0)) } else { (lo, hi) };
+    (lo / 1.3, hi * 1.3)
+}
+
+/// A series' line through the medians, its whiskers, its markers and its legend entry. The line is
+/// the one `<polyline>` of a series (the SVG smoke test counts them); whiskers are plain lines.
+fn draw_series<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, s: &Series) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    let colour = if s.second { s.colour.mix(0.45) } else { s.colour.mix(1.0) };
+    let line = s.points.iter().map(|(x, st)| (*x, st.median));
+    chart
+        .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
+        .label(s.label.as_str())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 3), (x + 18, y + 3)], colour.filled()));
+    chart.draw_series(s.points.iter().map(|(x, st)| ErrorBar::new_vertical(*x, st.min, st.median, st.max, colour.stroke_width(1), 6)))?;
+    if s.second {
+        chart.draw_series(s.points.iter().map(|(x, st)| TriangleMarker::new((*x, st.median), 4, colour.filled())))?;
+    } else {
+        chart.draw_series(s.points.iter().map(|(x, st)| Circle::new((*x, st.median), 3, colour.filled())))?;
+    }
+    Ok(())
+}
