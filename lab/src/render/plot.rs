@@ -5,7 +5,7 @@
 
 use plotters::prelude::*;
 
-use super::bench::{num, size_label};
+use super::bench::size_label;
 use crate::bench::{Comparison, KernelBench, Stats, ThroughputSummary, BASELINE, PATHS};
 use crate::vm::Accel;
 
@@ -16,9 +16,8 @@ const _: () = assert!(COLOURS.len() == PATHS.len());
 const FONT: &str = "sans-serif";
 
 /// A line to draw: one path of one kernel. The second kernel of a pair is drawn faded with
-/// triangles, the first solid with dots, so the legend needs only a colour per path.
+/// triangles, the first solid with dots: the legend gives a colour per path and a style per kernel.
 struct Series {
-    label: String,
     colour: RGBColor,
     second: bool,
     points: Vec<(f64, Stats)>,
@@ -37,10 +36,7 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 pub fn throughput(benches: &[&KernelBench]) -> String {
     let series = kernel_series(benches, |t| t.mb_per_s, |_| true);
     let panel = Panel { title: "MB/s by message size", y_desc: "MB/s, log scale (median; whiskers: min-max of all runs)", ratio: false };
-    draw((760, 480), &title("sockmap redirect throughput", benches), &subtitle(benches), |root| {
-        panel_chart(root, &panel, &series)?;
-        Ok(())
-    })
+    draw((800, 480), &title("sockmap redirect throughput", benches), &subtitle(benches), benches, |root| panel_chart(root, &panel, &series))
 }
 
 /// Each path's MB/s over plain TCP's at the same size in the same boot; with a comparison, a
@@ -48,10 +44,11 @@ pub fn throughput(benches: &[&KernelBench]) -> String {
 pub fn ratios(benches: &[&KernelBench], comparison: Option<&Comparison>) -> String {
     let vs_tcp = kernel_series(benches, |t| t.vs_tcp, |path| path != BASELINE);
     let left = Panel { title: "each path / plain TCP (MB/s)", y_desc: "ratio, log scale (median; whiskers: min-max over boots)", ratio: true };
-    let size = if comparison.is_some() { (1280, 500) } else { (760, 480) };
-    draw(size, &title("sockmap redirect throughput ratios", benches), &subtitle(benches), |root| {
+    let size = if comparison.is_some() { (1300, 500) } else { (800, 480) };
+    draw(size, &title("sockmap redirect throughput ratios", benches), &subtitle(benches), benches, |root| {
         let Some(cmp) = comparison else { return panel_chart(root, &left, &vs_tcp) };
-        let (a, b) = root.split_horizontally(640);
+        let half = root.dim_in_pixel().0 / 2;
+        let (a, b) = root.split_horizontally(half);
         panel_chart(&a, &left, &vs_tcp)?;
         let title = format!("{} / {} (MB/s, boot i of each paired)", cmp.other, cmp.base);
         let right = Panel { title: &title, y_desc: "ratio, log scale (median; whiskers: min-max over boot pairs)", ratio: true };
@@ -65,13 +62,9 @@ fn title(what: &str, benches: &[&KernelBench]) -> String {
 }
 
 fn subtitle(benches: &[&KernelBench]) -> String {
-    let faded = match benches {
-        [first, second] => format!("; {} solid with dots, {} faded with triangles", first.kernel, second.kernel),
-        _ => String::new(),
-    };
     match benches.first() {
-        Some(b) if b.accel == Accel::Tcg => format!("TCG (emulated CPU), {} vCPU: compare the lines, not the absolute MB/s{faded}", b.cpus),
-        Some(b) => format!("KVM, {} vCPU{faded}", b.cpus),
+        Some(b) if b.accel == Accel::Tcg => format!("TCG (emulated CPU), {} vCPU: compare the lines, not the absolute MB/s", b.cpus),
+        Some(b) => format!("KVM, {} vCPU", b.cpus),
         None => String::new(),
     }
 }
@@ -82,8 +75,7 @@ fn kernel_series(benches: &[&KernelBench], figure: fn(&ThroughputSummary) -> Opt
         for (&path, colour) in PATHS.iter().zip(COLOURS).filter(|(p, _)| keep(p)) {
             let points: Vec<(f64, Stats)> =
                 bench.throughput.iter().filter(|t| t.path == path).filter_map(|t| Some((t.size as f64, figure(t)?))).collect();
-            let label = if benches.len() > 1 { format!("{path} ({})", bench.kernel) } else { path.to_string() };
-            series.push(Series { label, colour, second: k > 0, points });
+            series.push(Series { colour, second: k > 0, points });
         }
     }
     series
@@ -94,7 +86,6 @@ fn comparison_series(cmp: &Comparison) -> Vec<Series> {
         .iter()
         .zip(COLOURS)
         .map(|(&path, colour)| Series {
-            label: path.to_string(),
             colour,
             second: false,
             points: cmp.throughput.iter().filter(|r| r.path == path).filter_map(|r| Some((r.size as f64, r.ratio?))).collect(),
@@ -102,15 +93,18 @@ fn comparison_series(cmp: &Comparison) -> Vec<Series> {
         .collect()
 }
 
-/// The SVG document: a white page with the title lines, `body` drawing the panels below them.
-fn draw(size: (u32, u32), title: &str, subtitle: &str, body: impl FnOnce(&Area) -> Result<(), String>) -> String {
+/// The SVG document: a white page with the title lines, the legend on the right, and `body`
+/// drawing the panels in what is left.
+fn draw(size: (u32, u32), title: &str, subtitle: &str, benches: &[&KernelBench], body: impl FnOnce(&Area) -> Result<(), String>) -> String {
     let mut svg = String::new();
     let drawn: Result<(), String> = (|| {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         root.draw(&Text::new(title.to_string(), (16, 10), (FONT, 18))).map_err(|e| e.to_string())?;
         root.draw(&Text::new(subtitle.to_string(), (16, 32), (FONT, 14).into_font().color(&RGBColor(85, 85, 85)))).map_err(|e| e.to_string())?;
-        body(&root.margin(50, 10, 10, 10))?;
+        let (panels, legend_area) = root.margin(50, 10, 10, 10).split_horizontally(size.0 - 190);
+        body(&panels)?;
+        legend(&legend_area, benches).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())
     })();
     // Drawing into a String fails only on a plotters bug; the message is then the plot's content.
@@ -118,6 +112,28 @@ fn draw(size: (u32, u32), title: &str, subtitle: &str, body: impl FnOnce(&Area) 
         return format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot failed: {}</text></svg>\n", e.replace('<', "&lt;"));
     }
     svg
+}
+
+/// A colour per path; with two kernels, then the style of each (solid with dots, faded with triangles).
+fn legend(area: &Area, benches: &[&KernelBench]) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    let row = |i: usize| 40 + 20 * i as i32;
+    for (i, (&path, colour)) in PATHS.iter().zip(COLOURS).enumerate() {
+        area.draw(&Rectangle::new([(4, row(i) - 2), (28, row(i) + 2)], colour.filled()))?;
+        area.draw(&Text::new(path, (36, row(i) - 7), (FONT, 13)))?;
+    }
+    if let [first, second] = benches {
+        for (k, bench) in [first, second].into_iter().enumerate() {
+            let (y, colour) = (row(PATHS.len() + 1 + k), if k == 0 { BLACK.mix(1.0) } else { BLACK.mix(0.45) });
+            area.draw(&Rectangle::new([(4, y - 1), (28, y + 1)], colour.filled()))?;
+            if k == 0 {
+                area.draw(&Circle::new((16, y), 3, colour.filled()))?;
+            } else {
+                area.draw(&TriangleMarker::new((16, y), 4, colour.filled()))?;
+            }
+            area.draw(&Text::new(bench.kernel.clone(), (36, y - 7), (FONT, 13)))?;
+        }
+    }
+    Ok(())
 }
 
 /// One chart: log-scale axes with the bench's sizes as ticks, a line per series with whiskers, a
@@ -133,19 +149,20 @@ fn panel_chart(area: &Area, panel: &Panel, series: &[Series]) -> Result<(), Stri
         _ => (1.0, 2.0),
     };
     let (y0, y1) = y_range(series, panel.ratio);
+    let y_ticks = ticks(y0, y1, panel.ratio);
     let mut chart = ChartBuilder::on(area)
         .caption(panel.title, (FONT, 15))
         .margin(8)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d((x0..x1).log_scale().with_key_points(sizes), (y0..y1).log_scale())
+        .build_cartesian_2d((x0..x1).log_scale().with_key_points(sizes), (y0..y1).log_scale().with_key_points(y_ticks))
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_desc("message size (log scale)")
         .y_desc(panel.y_desc)
         .x_label_formatter(&|x| size_label(x.round() as usize))
-        .y_label_formatter(&|y| num(*y))
+        .y_label_formatter(&|y| tick_label(*y))
         .light_line_style(WHITE)
         .label_style((FONT, 12))
         .draw()
@@ -157,14 +174,20 @@ fn panel_chart(area: &Area, panel: &Panel, series: &[Series]) -> Result<(), Stri
     for s in series.iter().filter(|s| !s.points.is_empty()) {
         draw_series(&mut chart, s).map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 12))
-        .draw()
-        .map_err(|e| err(&e))
+    Ok(())
+}
+
+/// Tick values for a log axis from `lo` to `hi`: 1, 2 and 5 per decade (a ratio also gets 1.5,
+/// which is where the patch series' goals lie); thinned to every decade when there are many.
+fn ticks(lo: f64, hi: f64, ratio: bool) -> Vec<f64> {
+    let steps: &[f64] = if ratio { &[1.0, 1.5, 2.0, 3.0, 5.0] } else { &[1.0, 2.0, 5.0] };
+    let decades = (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32);
+    let all: Vec<f64> = decades.flat_map(|d| steps.iter().map(move |s| s * 10f64.powi(d))).filter(|v| *v >= lo && *v <= hi).collect();
+    if all.len() > 12 {
+        all.into_iter().filter(|v| (v.log10() - v.log10().round()).abs() < 1e-9).collect()
+    } else {
+        all
+    }
 }
 
 fn y_range(series: &[Series], ratio: bool) -> (f64, f64) {
@@ -175,7 +198,7 @@ fn y_range(series: &[Series], ratio: bool) -> (f64, f64) {
     (lo / 1.3, hi * 1.3)
 }
 
-/// A series' line through the medians, its whiskers, its markers and its legend entry. The line is
+/// A series' line through the medians, its whiskers and its markers. The line is
 /// the one `<polyline>` of a series (the SVG smoke test counts them); whiskers are plain lines.
 fn draw_series<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, s: &Series) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
@@ -184,10 +207,7 @@ where
 {
     let colour = if s.second { s.colour.mix(0.45) } else { s.colour.mix(1.0) };
     let line = s.points.iter().map(|(x, st)| (*x, st.median));
-    chart
-        .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
-        .label(s.label.as_str())
-        .legend(move |(x, y)| Rectangle::new([(x, y - 3), (x + 18, y + 3)], colour.filled()));
+    chart.draw_series(LineSeries::new(line, colour.stroke_width(2)))?;
     chart.draw_series(s.points.iter().map(|(x, st)| ErrorBar::new_vertical(*x, st.min, st.median, st.max, colour.stroke_width(1), 6)))?;
     if s.second {
         chart.draw_series(s.points.iter().map(|(x, st)| TriangleMarker::new((*x, st.median), 4, colour.filled())))?;
@@ -195,4 +215,10 @@ where
         chart.draw_series(s.points.iter().map(|(x, st)| Circle::new((*x, st.median), 3, colour.filled())))?;
     }
     Ok(())
+}
+
+/// A tick's value without trailing zeros: 0.15, 1.5, 100.
+fn tick_label(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
