@@ -89,7 +89,7 @@ pub fn path_of(name: &str) -> String {
     // The path is the first path-shaped word: case names read "<path>_via_<map>_over_<family>_...",
     // and rstest prefixes them with the test function, which is named after the path too.
     let found = name
-        .split(|c: char| c == ':' || c == '/')
+        .split([':', '/'])
         .flat_map(|part| PATHS.iter().filter(move |p| part.starts_with(*p)))
         .next();
     found.map(|p| p.to_string()).unwrap_or_else(|| "other".into())
