@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Context;
-use crate::matrix::{self, Runner};
+use crate::matrix;
 use crate::{render, suite};
 
 #[derive(clap::Args)]
@@ -29,15 +29,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let run = crate::runs::start(&project.join("results").join("matrix"))?;
     let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
-    let runner = Runner {
-        kernels: &ctx.kernels,
-        cache: &ctx.cache,
-        exes: &exes,
-        project: &project,
-        vm_config: &make_cfg,
-        retry_boot: false,
-        publish: &super::publish_suite_run,
-    };
+    let runner = ctx.runner(&exes, &project, &make_cfg, false);
     let rows = runner.matrix(&names, jobs);
     let diffs = matrix::differences(&rows);
     let wall = started.elapsed().as_secs_f64();

@@ -21,6 +21,7 @@ use anyhow::Context as _;
 
 use crate::cache::Cache;
 use crate::definition::KernelsDir;
+use crate::matrix::Runner;
 use crate::render;
 use crate::suite::SuiteRun;
 use crate::vm::{GuestRun, Outcome, VmConfig};
@@ -31,6 +32,9 @@ pub const EXIT_PANIC: u8 = 121;
 pub const EXIT_OOPS: u8 = 122;
 pub const EXIT_VM_FAILED: u8 = 123;
 pub const EXIT_HUNG: u8 = 124;
+
+/// How the engines get a kernel's VM configuration: its name and image in, KVM or TCG decided.
+pub type VmConfigFn<'a> = dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync + 'a;
 
 /// What every subcommand works with: the definitions and the kernel cache.
 pub struct Context {
@@ -46,6 +50,12 @@ impl Context {
     /// The project the definitions belong to: where the suite is built and results go.
     pub fn project(&self) -> anyhow::Result<PathBuf> {
         Ok(self.kernels.dir.parent().context("the kernels folder has no parent")?.canonicalize()?)
+    }
+
+    /// Runs the suite on many kernels (matrix rows, mutants and their controls), publishing each
+    /// kernel's run as `publish_suite_run` does for `lab test`.
+    pub fn runner<'a>(&'a self, exes: &'a [PathBuf], project: &'a Path, vm_config: &'a VmConfigFn<'a>, retry_boot: bool) -> Runner<'a> {
+        Runner { kernels: &self.kernels, cache: &self.cache, exes, project, vm_config, retry_boot, publish: &publish_suite_run }
     }
 
     /// A VM configuration for a kernel image, with the accelerator chosen for this host.

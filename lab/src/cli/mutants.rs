@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::Context;
-use crate::matrix::{KernelRun, Runner};
+use crate::matrix::KernelRun;
 use crate::mutants::{self, MutantVerdict};
 use crate::render::mutants::{mutant_table, verdict_line};
 use crate::{runs, suite};
@@ -32,15 +32,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let order = mutants::run_list(&defs);
     let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
     // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
-    let runner = Runner {
-        kernels: &ctx.kernels,
-        cache: &ctx.cache,
-        exes: &exes,
-        project: &project,
-        vm_config: &make_cfg,
-        retry_boot: true,
-        publish: &super::publish_suite_run,
-    };
+    let runner = ctx.runner(&exes, &project, &make_cfg, true);
     let finish = |k: KernelRun| {
         let state = match &k.run {
             Ok(run) => format!("{} of {} cases with a verdict, guest {}", run.report.with_verdict(), run.report.listed, guest_kind(run)),
