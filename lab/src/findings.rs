@@ -261,7 +261,7 @@ required = false
     fn failed(name: &str, observation: Value) -> CaseResult {
         CaseResult {
             name: name.into(),
-            path: crate::suite::path_of(name),
+            path: crate::cases::path_of(name),
             status: Status::Failed,
             observation: Some(observation),
             failure: Some("snapshot assertion failed".into()),

@@ -32,7 +32,7 @@ enum Command {
     },
     /// Benchmark each redirect path against plain TCP and AF_UNIX, per message size.
     Bench(cli::bench::Args),
-    /// Draw a finished bench's plots again from its JSON (no guest is booted).
+    /// Draw a finished bench's plots and print its tables again from its JSON (no guest is booted).
     BenchPlot(cli::bench::PlotArgs),
     /// List kernel definitions and what the cache holds.
     List(cli::list::Args),

@@ -1,5 +1,6 @@
 //! `lab bench`: each redirect path against plain TCP and AF_UNIX, per message size; and
-//! `lab bench-plot`, which draws a finished bench's plots again from its JSON, without a guest.
+//! `lab bench-plot`, which draws a finished bench's plots (and prints its tables) again from its
+//! JSON, without a guest.
 
 use std::path::{Path, PathBuf};
 
@@ -35,11 +36,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The plots drawn again, and the tables printed again, from what the bench wrote.
 pub fn plot(_ctx: &Context, args: PlotArgs) -> anyhow::Result<u8> {
-    let report = read(&args.dir)?;
-    for file in write_plots(&report, &args.dir)? {
-        println!("wrote {}", file.display());
-    }
+    let mut report = read(&args.dir)?;
+    report.files = write_plots(&report, &args.dir)?;
+    print!("{}", render::bench::report(&report));
     Ok(0)
 }
 

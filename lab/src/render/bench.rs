@@ -168,7 +168,10 @@ pub fn report(report: &BenchReport) -> String {
     if let (Some(cmp), Some(first)) = (&report.comparison, report.kernels.first()) {
         comparison(&mut out, cmp, &first.settings.sizes);
     }
-    let _ = writeln!(out, "\nwall time: {:.0}s", report.wall_seconds);
+    // A report read back from its JSON (`lab bench-plot`) does not know how long the bench took.
+    if report.wall_seconds > 0.0 {
+        let _ = writeln!(out, "\nwall time: {:.0}s", report.wall_seconds);
+    }
     for file in &report.files {
         let _ = writeln!(out, "results: {}", file.display());
     }
