@@ -28,6 +28,9 @@ struct Panel<'a> {
     title: &'a str,
     y_desc: &'a str,
     ratio: bool,
+    /// The reference line's colour: TCP's own over TCP, so the legend's `tcp` names it; grey for
+    /// "no change" between kernels, where TCP has a line of its own.
+    one: RGBAColor,
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -35,7 +38,7 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 /// MB/s against message size, log-log, a line per path (per kernel, with two).
 pub fn throughput(benches: &[&KernelBench]) -> String {
     let series = kernel_series(benches, |t| t.mb_per_s, |_| true);
-    let panel = Panel { title: "MB/s by message size", y_desc: "MB/s, log scale (median; whiskers: min-max of all runs)", ratio: false };
+    let panel = Panel { title: "MB/s by message size", y_desc: "MB/s, log scale (median; whiskers: min-max of all runs)", ratio: false, one: TRANSPARENT };
     draw((800, 480), &title("sockmap redirect throughput", benches), &subtitle(benches), benches, |root| panel_chart(root, &panel, &series))
 }
 
@@ -43,7 +46,12 @@ pub fn throughput(benches: &[&KernelBench]) -> String {
 /// second panel with the second kernel over the first, per path (TCP and AF_UNIX included).
 pub fn ratios(benches: &[&KernelBench], comparison: Option<&Comparison>) -> String {
     let vs_tcp = kernel_series(benches, |t| t.vs_tcp, |path| path != BASELINE);
-    let left = Panel { title: "each path / plain TCP (MB/s)", y_desc: "ratio, log scale (median; whiskers: min-max over boots)", ratio: true };
+    let left = Panel {
+        title: "each path / plain TCP (MB/s)",
+        y_desc: "ratio, log scale (median; whiskers: min-max over boots)",
+        ratio: true,
+        one: COLOURS[0].mix(1.0),
+    };
     let size = if comparison.is_some() { (1300, 500) } else { (800, 480) };
     draw(size, &title("sockmap redirect throughput ratios", benches), &subtitle(benches), benches, |root| {
         let Some(cmp) = comparison else { return panel_chart(root, &left, &vs_tcp) };
@@ -51,7 +59,8 @@ pub fn ratios(benches: &[&KernelBench], comparison: Option<&Comparison>) -> Stri
         let (a, b) = root.split_horizontally(half);
         panel_chart(&a, &left, &vs_tcp)?;
         let title = format!("{} / {} (MB/s, boot i of each paired)", cmp.other, cmp.base);
-        let right = Panel { title: &title, y_desc: "ratio, log scale (median; whiskers: min-max over boot pairs)", ratio: true };
+        let y_desc = "ratio, log scale (median; whiskers: min-max over boot pairs)";
+        let right = Panel { title: &title, y_desc, ratio: true, one: BLACK.mix(0.4) };
         panel_chart(&b, &right, &comparison_series(cmp))
     })
 }
@@ -169,7 +178,7 @@ fn panel_chart(area: &Area, panel: &Panel, series: &[Series]) -> Result<(), Stri
         .map_err(|e| err(&e))?;
     if panel.ratio {
         let one = [(x0, 1.0), (x1, 1.0)];
-        chart.draw_series(std::iter::once(PathElement::new(one, BLACK.mix(0.4)))).map_err(|e| err(&e))?;
+        chart.draw_series(std::iter::once(PathElement::new(one, panel.one))).map_err(|e| err(&e))?;
     }
     for s in series.iter().filter(|s| !s.points.is_empty()) {
         draw_series(&mut chart, s).map_err(|e| err(&e))?;
