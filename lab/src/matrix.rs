@@ -215,7 +215,7 @@ pub fn differences(rows: &[Row]) -> Vec<Difference> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{CaseResult, Status};
+    use crate::cases::{CaseResult, Status};
 
     fn row(kernel: &str, received: u64) -> Row {
         let case = CaseResult {

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::definition::{Definition, KernelsDir};
 use crate::matrix::KernelRun;
-use crate::suite::{self, CaseResult, RunReport, Status, SuiteRun};
-use crate::cases::first_difference;
+use crate::cases::{self, CaseResult, Status};
+use crate::suite::{RunReport, SuiteRun};
 use crate::vm::Outcome;
 
 /// Every mutant definition, in the definitions' order.
@@ -200,7 +200,7 @@ impl MutantVerdict {
         let (failed, excused): (Vec<&CaseResult>, Vec<&CaseResult>) =
             report.cases.iter().filter(|c| c.status == Status::Failed).partition(|c| passes_on_control(&c.name));
         let own: Vec<CaseResult> = failed.iter().map(|c| (*c).clone()).collect();
-        let caught_by = suite::tally(&own)
+        let caught_by = cases::tally(&own)
             .into_iter()
             .map(|(path, t)| (path, t.failed + t.known))
             .filter(|(_, failing)| *failing > 0)
@@ -212,7 +212,7 @@ impl MutantVerdict {
         // mutant must be seen failing a check, not merely making the guest misbehave.
         let case_evidence = by_accounting.or(failed.first()).map(|case| {
             let failure = case.failure.as_deref().unwrap_or("");
-            let what = accounting_evidence(failure).unwrap_or_else(|| first_difference(failure));
+            let what = accounting_evidence(failure).unwrap_or_else(|| cases::first_difference(failure));
             format!("{}: {what}", case.name)
         });
         let running = report.cases.iter().find(|c| c.status == Status::Crashed).map(|c| format!(" while {} was running", c.name)).unwrap_or_default();
@@ -305,7 +305,7 @@ pub(crate) mod tests {
         let failed = status == Status::Failed;
         CaseResult {
             name: name.into(),
-            path: suite::path_of(name),
+            path: cases::path_of(name),
             status,
             observation: failed.then(|| serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
             failure: failed.then(|| "accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Entry;
 use crate::definition::{Definition, Profile};
 use crate::findings;
+// Re-exported for the lab's integration tests and older callers; the lab itself reads them from `cases`.
 pub use crate::cases::{failure_excerpt, path_of, tally, CaseResult, Status, Tally, PATHS};
 use crate::process;
 use crate::runs;

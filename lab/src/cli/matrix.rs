@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Context;
-use crate::matrix;
+use crate::matrix::{self, Difference, Row};
 use crate::{render, suite};
 
 #[derive(clap::Args)]
@@ -18,6 +18,16 @@ pub struct Args {
     /// stopped sooner: that is a stuck case).
     #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
     timeout: u64,
+}
+
+/// `matrix.json`: every row with its kernel's own run id, and the cases that differ.
+#[derive(serde::Serialize)]
+struct MatrixJson<'a> {
+    run: &'a str,
+    date: &'a str,
+    rows: &'a [Row],
+    differences: &'a [Difference],
+    wall_seconds: f64,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
@@ -40,7 +50,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     }
     let details = render::matrix::matrix_details(&rows, &diffs, 20);
     std::fs::write(out.join("matrix.md"), render::matrix::matrix_md(&rows, &details, wall, jobs))?;
-    let json = serde_json::json!({"run": run.id, "date": run.date, "rows": rows, "differences": diffs, "wall_seconds": wall});
+    let json = MatrixJson { run: &run.id, date: &run.date, rows: &rows, differences: &diffs, wall_seconds: wall };
     std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
     run.publish()?;
     print!("{}", render::matrix::matrix_table(&rows, false));
