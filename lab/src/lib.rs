@@ -2,7 +2,7 @@
 //!
 //! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
 //! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `suite`
-//! (cases run in the guest) → `report`; `runs` gives every run a results folder of its own.
+//! (cases run in the guest) → `report`, with `selftests` (the kernel's own sockmap selftests) beside `suite`; `runs` gives every run a results folder of its own.
 
 pub mod accel;
 pub mod apt;
@@ -20,6 +20,7 @@ pub mod process;
 pub mod progress;
 pub mod report;
 pub mod runs;
+pub mod selftests;
 pub mod source;
 pub mod suite;
 pub mod vm;

@@ -85,6 +85,19 @@ enum Command {
         #[arg(long)]
         judge_as: Option<String>,
     },
+    /// Build the kernel tree's own sockmap selftests (test_progs -t sockmap*, test_sockmap) for a
+    /// kernel and run them in a guest: one line per test, a summary, results as JSON and JUnit.
+    Selftests {
+        kernel: String,
+        /// A test_progs selector (`sockmap_basic`, `sockmap_basic/sockmap recover`) or `test_sockmap`.
+        filter: Option<String>,
+        /// Give up on the guest after this many seconds (one quiet for 300 s is stopped sooner).
+        #[arg(long, default_value_t = 1800, env = "LAB_TIMEOUT")]
+        timeout: u64,
+        /// Build them (and the kernel) only; do not boot.
+        #[arg(long)]
+        build_only: bool,
+    },
     /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
     Mutants {
         /// Mutant definitions to run (default: every definition with a `mutant` field).
@@ -297,6 +310,37 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 if let Some(first) = known.first() {
                     println!("reject the .snap.new of the {} case(s) that fail with a known kernel finding (first: {first}): they record the bug (snapshots/FINDINGS.toml)", known.len());
                 }
+            }
+            Ok(if run.report.failed() { 1 } else { 0 })
+        }
+        Command::Selftests { kernel, filter, timeout, build_only } => {
+            let def = kernels.load(&kernel)?;
+            let built = build::build(&def, &kernels, &cache, &BuildOptions::default())?;
+            let started = std::time::Instant::now();
+            let tests = lab::selftests::build(&def, &built.entry, &cache)?;
+            println!(
+                "selftests for {}: {} ({:.0}s{}; built {:.0}s): {}",
+                def.name,
+                tests.manifest.tests.join(", "),
+                started.elapsed().as_secs_f64(),
+                if tests.cached { ", cached" } else { "" },
+                tests.manifest.build_seconds,
+                tests.dir.display()
+            );
+            if build_only {
+                return Ok(0);
+            }
+            let project = project_dir(&kernels)?;
+            let cfg = vm_config(&cache, &def.name, &built.entry.kernel_image(), timeout)?;
+            let run = lab::selftests::run(&def, &built.entry, &tests, &project, cfg, filter.as_deref())?;
+            lab::report::finish_selftests(&run)?;
+            for r in &run.report.results {
+                println!("{}", lab::report::selftest_line(r));
+            }
+            print!("{}", lab::report::render_selftests(&run.report));
+            println!("results: {} (also {})", run.results.join("summary.json").display(), lab::selftests::results_group(&project, &def.name).join(lab::runs::LATEST).display());
+            if !matches!(run.guest.outcome, Outcome::Exited { .. }) {
+                return report(&def.name, &run.guest, &run.cfg);
             }
             Ok(if run.report.failed() { 1 } else { 0 })
         }

@@ -634,3 +634,87 @@ pub fn junit(row: &Row) -> String {
         k = xml_escape(&row.kernel)
     )
 }
+
+// ---- the kernel's own selftests (`lab selftests`) -------------------------------------------------
+
+/// One line per selftest, like [`case_line`]; a skip says why.
+pub fn selftest_line(r: &crate::selftests::TestResult) -> String {
+    match (&r.status, &r.reason) {
+        (crate::selftests::Verdict::Skipped, Some(why)) => format!("{:<12} {}: {} ({why})", r.status.label(), r.program, r.name),
+        _ => format!("{:<12} {}: {}", r.status.label(), r.program, r.name),
+    }
+}
+
+/// The summary of a selftests run: failures with their log lines, problems, counts per program.
+pub fn render_selftests(report: &crate::selftests::SelftestsReport) -> String {
+    use crate::selftests::Totals;
+    let mut out = String::new();
+    for r in report.failing() {
+        out.push_str(&format!("\n--- FAILED {}: {} ---\n{}\n", r.program, r.name, r.reason.as_deref().unwrap_or("(no log lines)")));
+    }
+    for problem in &report.problems {
+        out.push_str(&format!("\nRUN PROBLEM: {problem}\n"));
+    }
+    let b = &report.build;
+    out.push_str(&format!(
+        "\n{} on {} ({}): the kernel's sockmap selftests ({}, {}), guest ran {:.0}s; built in {:.0}s against {}'s BTF\n",
+        report.kernel, report.release, report.accel, b.source, b.clang, report.guest_seconds, b.build_seconds, b.btf_from
+    ));
+    for change in &b.harness_changes {
+        out.push_str(&format!("harness change: {change}\n"));
+    }
+    let line = |name: &str, t: Totals| format!("{name:<14} {:>7} {:>7} {:>8}\n", t.passed, t.failed, t.skipped);
+    out.push_str(&format!("{:<14} {:>7} {:>7} {:>8}\n", "program", "passed", "failed", "skipped"));
+    for program in ["test_progs", "test_sockmap"] {
+        let t = Totals::of(report.results.iter().filter(|r| r.program == program));
+        if t != Totals::default() {
+            out.push_str(&line(program, t));
+        }
+    }
+    out.push_str(&line("total", report.totals));
+    out
+}
+
+/// JUnit XML for a selftests run: one testcase per selftest (classname `<kernel>.selftests.<program>`).
+pub fn selftests_junit(report: &crate::selftests::SelftestsReport) -> String {
+    use crate::selftests::Verdict;
+    let t = report.totals;
+    let errors = report.problems.len();
+    let mut cases = String::new();
+    for problem in &report.problems {
+        cases.push_str(&format!(
+            "    <testcase classname=\"{k}.selftests\" name=\"run\" time=\"0\">\n      <error message=\"{m}\" type=\"run\"/>\n    </testcase>\n",
+            k = xml_escape(&report.kernel),
+            m = xml_escape(problem)
+        ));
+    }
+    for r in &report.results {
+        let reason = xml_escape(r.reason.as_deref().unwrap_or(""));
+        let body = match r.status {
+            Verdict::Passed => String::new(),
+            Verdict::Failed => format!("\n      <failure message=\"failed\" type=\"selftest\">{reason}</failure>\n    "),
+            Verdict::Skipped => format!("\n      <skipped message=\"{reason}\"/>\n    "),
+        };
+        cases.push_str(&format!(
+            "    <testcase classname=\"{}.selftests.{}\" name=\"{}\" time=\"0\">{body}</testcase>\n",
+            xml_escape(&report.kernel),
+            xml_escape(&r.program),
+            xml_escape(&r.name)
+        ));
+    }
+    let tests = report.results.len() + errors;
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"sockmap-lab selftests\" tests=\"{tests}\" failures=\"{f}\" errors=\"{errors}\" skipped=\"{s}\" time=\"{secs:.1}\">\n  <testsuite name=\"{k}\" tests=\"{tests}\" failures=\"{f}\" errors=\"{errors}\" skipped=\"{s}\" time=\"{secs:.1}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        f = t.failed,
+        s = t.skipped,
+        secs = report.guest_seconds,
+        k = xml_escape(&report.kernel)
+    )
+}
+
+/// Write a selftests run's JUnit and summary beside its results, then make it `latest`.
+pub fn finish_selftests(run: &crate::selftests::SelftestsRun) -> anyhow::Result<()> {
+    std::fs::write(run.results.join("junit.xml"), selftests_junit(&run.report))?;
+    std::fs::write(run.results.join("summary.txt"), render_selftests(&run.report))?;
+    run.run.publish()
+}

@@ -1,0 +1,687 @@
+//! The kernel's own sockmap selftests, beside the lab's suite: `test_progs` limited to the sockmap
+//! tests and `test_sockmap`, from the kernel tree's `tools/testing/selftests/bpf`, built with
+//! Debian's clang-19, the tree's own libbpf and bpftool, and the kernel's BTF; booted and run in the
+//! same kind of guest as the suite; reported per test as passed, failed or skipped (with why).
+//!
+//! The build never touches a kept kernel build tree (another lab may be compiling in it): the
+//! selftests' part of the source is unpacked under the cache's `selftests/src/`, pruned to the
+//! sockmap tests (a full `test_progs` is ~900 BPF objects and the test kernel modules; the sockmap
+//! tests need 14 objects and no module), and built into `selftests/out/KEY/`. KEY covers the
+//! source, clang and the kernel's BTF (the BPF programs' `vmlinux.h` is dumped from it), so a
+//! series and its mutants, whose BTF is the same, share one build; `selftests/index/ENTRY` points
+//! a kernel's cache entry at its build.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Cache, Entry, KeyHasher};
+use crate::definition::Definition;
+use crate::kconfig::KernelConfig;
+use crate::progress::Step;
+use crate::{process, source};
+
+/// Bump when the way the selftests are built changes, so old builds stop matching.
+const RECIPE: &str = "sockmap-lab selftests recipe 1: pruned to sockmap, clang-19, BPF_STRICT_BUILD=0";
+
+/// The `test_progs` tests that exercise sockmap, sk_msg and sk_skb (those a tree has).
+pub const TEST_PROGS_TESTS: &[&str] = &["sockmap_basic", "sockmap_listen", "sockmap_redir", "sockmap_strp", "sockmap_ktls"];
+
+/// BPF objects built beside the skeletons: `test_sockmap` loads these two by file name, and
+/// `bench sockmap` (`lab bench --upstream`) the third.
+const EXTRA_PROGS: &[&str] = &["test_sockmap_kern", "test_sockhash_kern", "bench_sockmap_prog"];
+
+/// Where Debian's clang-19 keeps unsuffixed `clang`, `llc`, `llvm-strip`: first on the build's PATH,
+/// so the tree's Makefiles (and libbpf's, bpftool's) pick them without knowing the suffix.
+const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
+
+/// The kernel config a test needs. On a kernel without it the test is not run and is reported
+/// skipped with the reason, never failed (nor passed). `kernels/config/selftests.config` sets them.
+pub const REQUIREMENTS: &[(&str, &str, &str)] = &[("sockmap_ktls", "CONFIG_TLS", "kTLS (TCP_ULP \"tls\")")];
+
+/// What a finished selftests build holds; `manifest.json` in its folder, written last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuildManifest {
+    pub key: String,
+    pub source: String,
+    pub clang: String,
+    /// The kernel whose BTF the programs were compiled against (any kernel with the same BTF uses
+    /// the build).
+    pub btf_from: String,
+    pub build_seconds: f64,
+    /// test_progs tests built in; the others the tree has are in `not_built` with the reason.
+    pub tests: Vec<String>,
+    pub not_built: Vec<NotBuilt>,
+    pub test_sockmap: bool,
+    /// Changes the lab made to the tree's harness (not to any test), each with why.
+    pub harness_changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NotBuilt {
+    pub test: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub dir: PathBuf,
+    pub manifest: BuildManifest,
+    pub cached: bool,
+}
+
+/// The selftests' part of a source tree: what the selftests Makefile, libbpf, bpftool and
+/// resolve_btfids read (bpftool compiles `kernel/bpf/disasm.c`, libbpf runs `scripts/bpf_doc.py`).
+const SUBTREES: &[&str] = &["tools", "scripts", "include/uapi", "kernel/bpf", "arch/x86/include", "Makefile"];
+
+/// Build (or find) the selftests for a built kernel.
+pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<Built> {
+    let index = cache.path("selftests/index").join(&entry.manifest.key);
+    if let Some(found) = std::fs::read_to_string(&index).ok().and_then(|key| load(cache, key.trim())) {
+        return Ok(found);
+    }
+    anyhow::ensure!(
+        !entry.manifest.prebuilt,
+        "{}: a prebuilt Debian image has no kernel tree to build the selftests from (and its BTF, in the image's \
+         vmlinuz only, does not match a source package's build); run them on the source build of the same line \
+         (e.g. debian-6.12 for prebuilt-6.12.*)",
+        def.name
+    );
+    let vmlinux = entry.manifest.vmlinux.as_ref().map(|v| entry.dir.join(v)).context("the kernel's cache entry has no vmlinux (its BTF)")?;
+    let clang = ensure_clang()?;
+    let resolved = source::resolve(&def.source, cache)?;
+    let mut key = KeyHasher::default();
+    key.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("clang", clang.as_bytes());
+    key.part("btf", btf_digest(&vmlinux)?.as_bytes());
+    let key = key.finish();
+    let out = cache.path("selftests/out").join(&key);
+    std::fs::create_dir_all(&out)?;
+    let _lock = cache::lock(&cache.path("selftests/out").join(format!("{key}.lock")))?;
+    let built = match load(cache, &key) {
+        Some(found) => found,
+        None => {
+            let src = prepared_source(&resolved, cache)?;
+            compile(def, &src, &out, &vmlinux, &resolved.identity, &clang, &key)?
+        }
+    };
+    std::fs::write(index, &key)?;
+    Ok(built)
+}
+
+fn load(cache: &Cache, key: &str) -> Option<Built> {
+    let dir = cache.path("selftests/out").join(key);
+    let manifest = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).ok()?).ok()?;
+    Some(Built { dir, manifest, cached: true })
+}
+
+/// clang-19's version line, installing Debian's clang-19 first when it is missing.
+fn ensure_clang() -> anyhow::Result<String> {
+    let clang = Path::new(LLVM_BIN).join("clang");
+    if !clang.is_file() {
+        eprintln!("lab: installing clang-19 llvm-19 lld-19 with apt-get (the selftests need a newer clang than 14)");
+        let status = std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "clang-19", "llvm-19", "lld-19", "rsync", "libcap-dev", "libzstd-dev"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?;
+        anyhow::ensure!(status.success() && clang.is_file(), "`apt-get install clang-19 llvm-19 lld-19` failed (run as root, or install them)");
+    }
+    let version = process::output(&clang.display().to_string(), &["--version"])?;
+    Ok(version.lines().next().unwrap_or("").to_string())
+}
+
+/// A digest of the kernel's BTF: two kernels with the same types compile the same programs.
+fn btf_digest(vmlinux: &Path) -> anyhow::Result<String> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    process::output("objcopy", &["-O", "binary", "--only-section=.BTF", &vmlinux.display().to_string(), &tmp.path().display().to_string()])
+        .with_context(|| format!("reading the BTF of {}", vmlinux.display()))?;
+    let bytes = std::fs::read(tmp.path())?;
+    anyhow::ensure!(!bytes.is_empty(), "{} has no BTF (.BTF section); the selftests' programs need it", vmlinux.display());
+    Ok(KeyHasher::default().part("btf", &bytes).finish())
+}
+
+/// The selftests' part of the source, unpacked once per source and pruned to the sockmap tests.
+fn prepared_source(resolved: &source::ResolvedSource, cache: &Cache) -> anyhow::Result<PathBuf> {
+    let slug: String = resolved.identity.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+    let tag = KeyHasher::default().part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).finish();
+    let dir = cache.path("selftests/src").join(format!("{slug}-{}", &tag[..12]));
+    std::fs::create_dir_all(cache.path("selftests/src"))?;
+    let _lock = cache::lock(&dir.with_extension("lock"))?;
+    if dir.join(".lab-ready").is_file() {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let step = Step::start(&format!("selftests: unpacking {} of {}", SUBTREES.join(", "), resolved.identity));
+    extract_subtrees(resolved, &dir)?;
+    let bpf = dir.join("tools/testing/selftests/bpf");
+    anyhow::ensure!(bpf.join("Makefile").is_file(), "{} has no tools/testing/selftests/bpf", resolved.identity);
+    prune(&bpf)?;
+    std::fs::write(dir.join(".lab-ready"), "")?;
+    step.finish("pruned to the sockmap tests");
+    Ok(dir)
+}
+
+fn extract_subtrees(resolved: &source::ResolvedSource, dest: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let result = match &resolved.commit {
+        Some(commit) => {
+            let mut args = vec!["-C".to_string(), resolved.origin.display().to_string(), "archive".into(), "--format=tar".into(), "--prefix=linux/".into(), commit.clone()];
+            args.extend(SUBTREES.iter().map(|s| s.to_string()));
+            duct::cmd("git", args).pipe(duct::cmd!("tar", "-x", "--strip-components=1", "-C", dest)).stderr_capture().run()
+        }
+        None => {
+            // The tarball's top folder has the package's name: match the subtrees one level down.
+            let mut args: Vec<String> = vec!["-xf".into(), resolved.origin.display().to_string(), "--strip-components=1".into(), "-C".into(), dest.display().to_string()];
+            args.extend(["--wildcards".into(), "--no-wildcards-match-slash".into()]);
+            args.extend(SUBTREES.iter().map(|s| format!("*/{s}")));
+            duct::cmd("tar", args).stderr_capture().run()
+        }
+    };
+    result.map(|_| ()).with_context(|| format!("unpacking the selftests of {} into {}", resolved.origin.display(), dest.display()))
+}
+
+/// Keep only the sockmap tests and the BPF programs they include as skeletons (plus
+/// [`EXTRA_PROGS`]): `test_progs` is made of whatever `prog_tests/*.c` and `progs/*.c` hold.
+fn prune(bpf: &Path) -> anyhow::Result<()> {
+    let mut progs: Vec<String> = EXTRA_PROGS.iter().map(|p| p.to_string()).collect();
+    for entry in std::fs::read_dir(bpf.join("prog_tests"))? {
+        let path = entry?.path();
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "c") {
+            if TEST_PROGS_TESTS.contains(&stem.as_str()) {
+                progs.extend(skeletons(&std::fs::read_to_string(&path)?));
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    for entry in std::fs::read_dir(bpf.join("progs"))? {
+        let path = entry?.path();
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "c") && !progs.contains(&stem) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    // A tests.h generated before pruning would list tests whose code is gone.
+    let _ = std::fs::remove_file(bpf.join("prog_tests/tests.h"));
+    Ok(())
+}
+
+/// The BPF programs a test includes as `#include "NAME.skel.h"`.
+pub fn skeletons(test_source: &str) -> Vec<String> {
+    test_source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#include \"")?.strip_suffix(".skel.h\"").map(str::to_string))
+        .collect()
+}
+
+/// The one harness change: since 6.18 `test_progs` registers a session key for signed programs and
+/// exits silently with 255 when the kernel has no keyring (the lab's kernels have none). Only the
+/// signed light skeletons need it, which this build leaves out; the start goes on with a warning.
+const SESSION_KEY_FATAL: &str = "\t\t\t\t   test_progs_verification_cert_len);\n\tif (err < 0)\n\t\treturn err;";
+const SESSION_KEY_WARN: &str = "\t\t\t\t   test_progs_verification_cert_len);\n\tif (err < 0)\n\t\tfprintf(stderr, \"WARNING! sockmap-lab: no session key (kernel without CONFIG_KEYS): signed programs cannot load\\n\");";
+
+fn adapt_harness(bpf: &Path) -> anyhow::Result<Vec<String>> {
+    let file = bpf.join("test_progs.c");
+    let text = std::fs::read_to_string(&file)?;
+    if !text.contains(SESSION_KEY_FATAL) {
+        return Ok(vec![]);
+    }
+    std::fs::write(&file, text.replace(SESSION_KEY_FATAL, SESSION_KEY_WARN))?;
+    Ok(vec!["test_progs.c: a failed session-key registration (no CONFIG_KEYS) warns instead of exiting 255; only signed light skeletons need the key, and they are not built".into()])
+}
+
+/// The make command line: the runner's own rules, with what the sockmap tests do not need
+/// emptied on the command line (which overrides the Makefile's assignments): the light and linked
+/// skeletons it names by file, the extra files (test kernel modules, urandom_read, ...), libarena
+/// (clang-19 crashes on it), and permissive mode (7.x) so a test that does not compile is left out
+/// and reported rather than failing the build.
+fn make_args(src: &Path, out: &Path, vmlinux: &Path, jobs: usize) -> Vec<String> {
+    let mut args = vec![
+        "-C".to_string(),
+        src.join("tools/testing/selftests/bpf").display().to_string(),
+        format!("-j{jobs}"),
+        format!("OUTPUT={}", out.display()),
+        format!("VMLINUX_BTF={}", vmlinux.display()),
+    ];
+    for empty in ["TRUNNER_EXTRA_FILES", "LSKELS", "LSKELS_SIGNED", "LSKELS_EXTRA", "LINKED_SKELS", "LIBARENA_SKEL", "LIBARENA_ASAN_SKEL", "TEST_KMODS"] {
+        args.push(format!("{empty}="));
+    }
+    args.extend(["BPF_STRICT_BUILD=0", "SKIP_DOCS=1", "SKIP_LLVM=1", "SKIP_LIBBFD=1"].map(String::from));
+    for target in ["test_progs", "test_sockmap"].iter().map(|t| t.to_string()).chain(EXTRA_PROGS.iter().map(|p| format!("{p}.bpf.o"))) {
+        args.push(out.join(target).display().to_string());
+    }
+    args
+}
+
+fn compile(def: &Definition, src: &Path, out: &Path, vmlinux: &Path, identity: &str, clang: &str, key: &str) -> anyhow::Result<Built> {
+    let bpf = src.join("tools/testing/selftests/bpf");
+    let harness_changes = adapt_harness(&bpf)?;
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1;
+    let log = out.join("build.log");
+    let path = std::env::join_paths(std::iter::once(PathBuf::from(LLVM_BIN)).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?;
+    // A binary linked before its test objects existed (permissive mode) would not be relinked.
+    let _ = std::fs::remove_file(out.join("test_progs"));
+    let started = Instant::now();
+    let step = Step::start(&format!("{}: building the kernel's sockmap selftests (clang-19, make -j{jobs})", def.name));
+    let mut done = 0usize;
+    let result = process::run_logged(process::command("make", &make_args(src, out, vmlinux, jobs)).env("PATH", path), &log, |line| {
+        let line = line.trim_start();
+        if ["CLNG-BPF", "GEN-SKEL", "TEST-OBJ", "EXT-OBJ", "BINARY", "CC ", "LINK"].iter().any(|p| line.starts_with(p)) {
+            done += 1;
+            step.message(&format!("{done} steps; {line}"));
+        }
+    });
+    if let Err(e) = result {
+        drop(step);
+        return Err(e.context(format!("building the selftests of {identity} failed (log: {})", log.display())));
+    }
+    let build_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let (tests, not_built) = built_tests(&bpf, out, &build_log)?;
+    if !out.join("test_progs").is_file() && !out.join("test_sockmap").is_file() {
+        bail!("the selftests build made neither test_progs nor test_sockmap (log: {})", log.display());
+    }
+    let manifest = BuildManifest {
+        key: key.to_string(),
+        source: identity.to_string(),
+        clang: clang.to_string(),
+        btf_from: def.name.clone(),
+        build_seconds: started.elapsed().as_secs_f64(),
+        tests,
+        not_built,
+        test_sockmap: out.join("test_sockmap").is_file() && out.join("test_sockmap_kern.bpf.o").is_file(),
+        harness_changes,
+    };
+    step.finish(&format!("{} test_progs tests, {} not built", manifest.tests.len(), manifest.not_built.len()));
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    Ok(Built { dir: out.to_path_buf(), manifest, cached: false })
+}
+
+/// Which of the tree's sockmap tests made it into `test_progs`, and why the others did not
+/// (the first compiler error naming the test or one of its programs).
+fn built_tests(bpf: &Path, out: &Path, log: &str) -> anyhow::Result<(Vec<String>, Vec<NotBuilt>)> {
+    let (mut tests, mut not_built) = (vec![], vec![]);
+    for test in TEST_PROGS_TESTS {
+        if !bpf.join("prog_tests").join(format!("{test}.c")).is_file() {
+            continue;
+        }
+        if out.join(format!("{test}.test.o")).is_file() && out.join("test_progs").is_file() {
+            tests.push(test.to_string());
+            continue;
+        }
+        let progs = skeletons(&std::fs::read_to_string(bpf.join("prog_tests").join(format!("{test}.c")))?);
+        let reason = first_error(log, test, &progs).unwrap_or_else(|| "did not compile (see the build log)".into());
+        not_built.push(NotBuilt { test: test.to_string(), reason });
+    }
+    Ok((tests, not_built))
+}
+
+/// The first `error:` line of the log that names the test's source or one of its programs.
+pub fn first_error(log: &str, test: &str, progs: &[String]) -> Option<String> {
+    let names: Vec<String> = std::iter::once(format!("{test}.c")).chain(progs.iter().map(|p| format!("{p}.c"))).collect();
+    log.lines()
+        .find(|l| l.contains("error:") && names.iter().any(|n| l.contains(n.as_str())))
+        .map(|l| l.trim().chars().take(300).collect())
+}
+
+/// Tests the kernel's config cannot run: (test, reason).
+pub fn unmet_requirements(config: &KernelConfig, tests: &[String]) -> Vec<(String, String)> {
+    REQUIREMENTS
+        .iter()
+        // Built-in only: the lab boots a source build's bzImage without its modules.
+        .filter(|(test, symbol, _)| tests.iter().any(|t| t == test) && config.get(symbol.trim_start_matches("CONFIG_")) != Some("y"))
+        .map(|(test, symbol, what)| (test.to_string(), format!("the kernel lacks {symbol} ({what}); kernels/config/selftests.config sets it")))
+        .collect()
+}
+
+// ---- running them ------------------------------------------------------------------------------
+
+/// A selftest's verdict as the lab reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Passed,
+    Failed,
+    /// Not run, or run and skipped by the test itself: never a pass. `reason` says why.
+    Skipped,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Passed => "ok",
+            Verdict::Failed => "FAILED",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+/// One selftest (a test_progs subtest, a test_progs test without subtests, or a test_sockmap test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// `test_progs` or `test_sockmap`.
+    pub program: String,
+    /// `sockmap_basic/sockmap create_update_free`, `sockmap::txmsg test passthrough`; a name the
+    /// program repeats gets ` #N` (its number) from the second time on, so every name is one test.
+    pub name: String,
+    pub status: Verdict,
+    /// Why it was skipped, or the failing lines of its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TestResult {
+    /// `test_progs:sockmap_basic/sockmap create_update_free`: what the mutant table names.
+    pub fn id(&self) -> String {
+        format!("{}:{}", self.program, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Totals {
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a TestResult>) -> Totals {
+        let mut t = Totals::default();
+        for r in results {
+            match r.status {
+                Verdict::Passed => t.passed += 1,
+                Verdict::Failed => t.failed += 1,
+                Verdict::Skipped => t.skipped += 1,
+            }
+        }
+        t
+    }
+}
+
+/// One `lab selftests` run, written as `summary.json` in its results folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelftestsReport {
+    pub kernel: String,
+    pub run: String,
+    pub release: String,
+    pub accel: String,
+    /// How the guest run ended (exited, panicked, hung...).
+    pub guest: serde_json::Value,
+    pub guest_seconds: f64,
+    pub build: BuildManifest,
+    pub results: Vec<TestResult>,
+    /// What went wrong with the run itself: a program that died without its summary, exited
+    /// non-zero with no failed test, or never started.
+    pub problems: Vec<String>,
+    pub totals: Totals,
+}
+
+impl SelftestsReport {
+    /// Red: a failed test or a run problem (a skip is not a failure, but is never a pass either).
+    pub fn failed(&self) -> bool {
+        self.totals.failed > 0 || !self.problems.is_empty()
+    }
+
+    pub fn failing(&self) -> impl Iterator<Item = &TestResult> {
+        self.results.iter().filter(|r| r.status == Verdict::Failed)
+    }
+}
+
+/// The `test_progs` verdict lines: `#12/3    test/subtest:OK` or `#12       test:FAIL`.
+fn progs_line(line: &str) -> Option<(u32, Option<u32>, &str, Verdict)> {
+    let rest = line.strip_prefix('#')?;
+    let (number, rest) = rest.split_once(|c: char| c.is_whitespace())?;
+    let (test, sub) = match number.split_once('/') {
+        Some((t, s)) => (t.trim().parse().ok()?, Some(s.trim().parse().ok()?)),
+        None => (number.parse().ok()?, None),
+    };
+    let (name, verdict) = rest.trim().rsplit_once(':')?;
+    let verdict = match verdict {
+        "OK" => Verdict::Passed,
+        "FAIL" => Verdict::Failed,
+        "SKIP" => Verdict::Skipped,
+        _ => return None,
+    };
+    Some((test, sub, name, verdict))
+}
+
+/// `test_progs` output to results: subtests, and tests that have none. A test that failed while
+/// none of its subtests did (its setup) is kept as `test (outside its subtests)`.
+pub fn parse_test_progs(output: &str) -> Vec<TestResult> {
+    let mut results: Vec<TestResult> = vec![];
+    let mut log: Vec<&str> = vec![];
+    let mut with_subtests: Vec<u32> = vec![];
+    for line in output.lines() {
+        let Some((test, sub, name, verdict)) = progs_line(line.trim_end()) else {
+            log.push(line);
+            continue;
+        };
+        let detail = (verdict != Verdict::Passed).then(|| failure_lines(&log)).flatten();
+        log.clear();
+        let top = name.split('/').next().unwrap_or(name);
+        let subtests_failed = results.iter().any(|r| r.name.starts_with(&format!("{top}/")) && r.status == Verdict::Failed);
+        let name = match sub {
+            Some(_) => {
+                with_subtests.push(test);
+                name.to_string()
+            }
+            None if !with_subtests.contains(&test) => name.to_string(),
+            None if verdict == Verdict::Failed && !subtests_failed => format!("{name} (outside its subtests)"),
+            None => continue,
+        };
+        let name = unique(&results, "test_progs", name, sub.unwrap_or(test));
+        results.push(TestResult { program: "test_progs".into(), name, status: verdict, reason: detail });
+    }
+    results
+}
+
+/// The lines of a test's log that say what failed (test_progs prints `func:FAIL:what`), else its tail.
+fn failure_lines(log: &[&str]) -> Option<String> {
+    let failing: Vec<&str> = log.iter().copied().filter(|l| l.contains(":FAIL:") || l.contains("SKIP")).collect();
+    let lines = if failing.is_empty() { log.iter().rev().take(5).rev().copied().collect() } else { failing };
+    let text = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).take(8).collect::<Vec<_>>().join("\n");
+    (!text.is_empty()).then_some(text)
+}
+
+fn unique(results: &[TestResult], program: &str, name: String, number: u32) -> String {
+    if results.iter().any(|r| r.program == program && r.name == name) {
+        format!("{name} #{number}")
+    } else {
+        name
+    }
+}
+
+/// `test_sockmap` output (`#3/ 2  sockmap::txmsg test redirect wait send mem:OK`). Its forked
+/// children repeat the parent's unflushed lines, so a number seen again replaces the earlier one.
+pub fn parse_test_sockmap(output: &str) -> Vec<TestResult> {
+    let mut by_number: std::collections::BTreeMap<u32, TestResult> = Default::default();
+    for line in output.lines() {
+        let Some(rest) = line.trim().strip_prefix('#') else { continue };
+        let Some((number, rest)) = rest.split_once('/') else { continue };
+        let Ok(number) = number.trim().parse::<u32>() else { continue };
+        let rest = rest.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+        let Some((name, verdict)) = rest.rsplit_once(':') else { continue };
+        let status = match verdict.trim() {
+            "OK" => Verdict::Passed,
+            "FAIL" => Verdict::Failed,
+            "SKIP" => Verdict::Skipped,
+            _ => continue,
+        };
+        by_number.insert(number, TestResult { program: "test_sockmap".into(), name: name.trim().to_string(), status, reason: None });
+    }
+    let mut results: Vec<TestResult> = vec![];
+    for (number, mut r) in by_number {
+        r.name = unique(&results, "test_sockmap", r.name, number);
+        results.push(r);
+    }
+    results
+}
+
+/// Printed around each program in the guest, so the host can split the output and tell a
+/// program that finished from one that died: `@@lab-selftests end test_progs 0`.
+const MARK: &str = "@@lab-selftests";
+
+/// What to run: the built tests, minus those the kernel cannot run, narrowed by the filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// `test_progs -t` names (empty: test_progs is not run).
+    pub test_progs: Vec<String>,
+    /// `test_progs -d` names: built, but the kernel lacks what they need.
+    pub denied: Vec<String>,
+    pub test_sockmap: bool,
+    /// Results known before the guest boots: tests not built, or not runnable on this kernel.
+    pub skipped: Vec<TestResult>,
+}
+
+/// FILTER as `lab test` takes it: a test_progs selector (`sockmap_basic`, `sockmap_basic/sockmap
+/// recover`), or `test_sockmap` for that program alone.
+pub fn plan(build: &BuildManifest, config: &KernelConfig, filter: Option<&str>) -> Plan {
+    let unmet = unmet_requirements(config, &build.tests);
+    let only_sockmap = filter.is_some_and(|f| f.contains("test_sockmap"));
+    let top = filter.map(|f| f.split('/').next().unwrap_or(f));
+    let selected = |test: &str| !only_sockmap && top.is_none_or(|t| test.contains(t));
+    let skip = |test: &str, reason: String| TestResult { program: "test_progs".into(), name: test.into(), status: Verdict::Skipped, reason: Some(reason) };
+    let mut plan = Plan { test_sockmap: build.test_sockmap && (filter.is_none() || only_sockmap), ..Plan::default() };
+    for nb in build.not_built.iter().filter(|nb| selected(&nb.test)) {
+        plan.skipped.push(skip(&nb.test, format!("not built with clang-19: {}", nb.reason)));
+    }
+    for test in build.tests.iter().filter(|t| selected(t)) {
+        if let Some((_, reason)) = unmet.iter().find(|(t, _)| t == test) {
+            plan.denied.push(test.clone());
+            plan.skipped.push(skip(test, reason.clone()));
+        } else {
+            // A subtest selector (`test/subtest`) goes to test_progs as it is.
+            let selector = filter.filter(|f| f.contains('/')).map(str::to_string).unwrap_or_else(|| test.clone());
+            if !plan.test_progs.contains(&selector) {
+                plan.test_progs.push(selector);
+            }
+        }
+    }
+    plan
+}
+
+/// The guest's script: a private writable copy of the build (the host is mounted read-only), then
+/// each program between markers.
+pub fn guest_script(build_dir: &Path, results: &Path, plan: &Plan) -> String {
+    let q = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
+    let mut script = format!("W=/tmp/lab-selftests; rm -rf $W && cp -a {} $W && cd $W || exit 3; rc=0; ", q(build_dir));
+    if !plan.test_progs.is_empty() {
+        let mut cmd = vec!["./test_progs".to_string(), "-w".into(), "120".into(), "-J".into(), results.join("test_progs.json").display().to_string(), "-t".into(), plan.test_progs.join(",")];
+        for d in &plan.denied {
+            cmd.extend(["-d".to_string(), d.clone()]);
+        }
+        script.push_str(&program_block("test_progs", &shell_words::join(&cmd)));
+    }
+    if plan.test_sockmap {
+        script.push_str(&program_block("test_sockmap", "./test_sockmap"));
+    }
+    script.push_str("exit $rc");
+    script
+}
+
+fn program_block(name: &str, command: &str) -> String {
+    format!("echo \"{MARK} begin {name}\"; {command} 2>&1; c=$?; echo; echo \"{MARK} end {name} $c\"; [ $c = 0 ] || rc=1; ")
+}
+
+/// The output between a program's markers, and its exit code when it reached the end marker.
+pub fn section<'a>(output: &'a str, name: &str) -> Option<(&'a str, Option<i32>)> {
+    let begin = format!("{MARK} begin {name}\n");
+    let start = output.find(&begin)? + begin.len();
+    let rest = &output[start..];
+    let end = format!("{MARK} end {name} ");
+    match rest.find(&end) {
+        Some(at) => {
+            let code = rest[at + end.len()..].lines().next().and_then(|c| c.trim().parse().ok());
+            Some((&rest[..at], code))
+        }
+        None => Some((rest, None)),
+    }
+}
+
+/// Results of each program that ran, and what went wrong with the run itself.
+pub fn collect(output: &str, plan: &Plan) -> (Vec<TestResult>, Vec<String>) {
+    let mut results = plan.skipped.clone();
+    let mut problems = vec![];
+    let programs: [(&str, bool, fn(&str) -> Vec<TestResult>); 2] =
+        [("test_progs", !plan.test_progs.is_empty(), parse_test_progs), ("test_sockmap", plan.test_sockmap, parse_test_sockmap)];
+    for (name, _, parse) in programs.into_iter().filter(|p| p.1) {
+        match section(output, name) {
+            None => problems.push(format!("{name} never started")),
+            Some((text, code)) => {
+                let found = parse(text);
+                let failed = found.iter().any(|r| r.status == Verdict::Failed);
+                match code {
+                    None => problems.push(format!("{name} died before its end (no exit status); last lines:\n{}", process::tail(text, 10))),
+                    Some(c) if c != 0 && !failed => problems.push(format!("{name} exited {c} with no failed test; last lines:\n{}", process::tail(text, 10))),
+                    _ => {}
+                }
+                if found.is_empty() && code == Some(0) {
+                    problems.push(format!("{name} reported no test"));
+                }
+                results.extend(found);
+            }
+        }
+    }
+    (results, problems)
+}
+
+/// A finished selftests run: the report, the raw guest run, and where its results are.
+pub struct SelftestsRun {
+    pub report: SelftestsReport,
+    pub guest: crate::vm::GuestRun,
+    pub cfg: crate::vm::VmConfig,
+    pub results: PathBuf,
+    pub run: crate::runs::Run,
+}
+
+/// Where `kernel`'s selftests runs go: `results/selftests/<kernel>/runs/<id>/`, `.../latest`.
+pub fn results_group(project: &Path, kernel: &str) -> PathBuf {
+    project.join("results").join("selftests").join(kernel)
+}
+
+/// Boot the kernel and run its selftests; the results land in a new run folder (not yet `latest`:
+/// [`crate::report::finish_selftests`] publishes it once everything is written).
+pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut cfg: crate::vm::VmConfig, filter: Option<&str>) -> anyhow::Result<SelftestsRun> {
+    let config = KernelConfig::parse(&std::fs::read_to_string(entry.config()).unwrap_or_default());
+    let plan = plan(&built.manifest, &config, filter);
+    let run = crate::runs::start(&results_group(project, &def.name))?;
+    cfg.rwdirs.push(run.dir.clone());
+    // test_progs prints a line per subtest, and its watchdog (-w 120) ends a stuck test: a guest
+    // quiet for 300 s is hung.
+    cfg.silence.get_or_insert(crate::suite::SUITE_SILENCE);
+    let command = vec!["sh".into(), "-c".into(), guest_script(&built.dir, &run.dir, &plan)];
+    let step = Step::start(&format!("{}: running the kernel's sockmap selftests in the guest ({})", def.name, cfg.accel.as_str()));
+    let (mut pending, mut done) = (String::new(), 0usize);
+    let guest = crate::vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(nl) = pending.find('\n') {
+            let line: String = pending.drain(..=nl).collect();
+            if line.starts_with('#') && (line.trim_end().ends_with(":OK") || line.trim_end().ends_with(":FAIL") || line.trim_end().ends_with(":SKIP")) {
+                done += 1;
+                step.message(&format!("{done} results; {}", line.trim()));
+            }
+        }
+    })?;
+    step.finish(&format!("{done} result lines"));
+    let output = String::from_utf8_lossy(&guest.stdout).into_owned();
+    std::fs::write(run.dir.join("output.log"), &output)?;
+    let (results, problems) = collect(&output, &plan);
+    let report = SelftestsReport {
+        kernel: def.name.clone(),
+        run: run.id.clone(),
+        release: entry.manifest.release.clone(),
+        accel: cfg.accel.as_str().into(),
+        guest: serde_json::to_value(&guest.outcome)?,
+        guest_seconds: guest.wall.as_secs_f64(),
+        build: built.manifest.clone(),
+        totals: Totals::of(&results),
+        results,
+        problems,
+    };
+    std::fs::write(run.dir.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(SelftestsRun { report, guest, cfg, results: run.dir.clone(), run })
+}
