@@ -106,6 +106,7 @@ pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<B
             compile(def, &src, &out, &vmlinux, &resolved.identity, &clang, &key)?
         }
     };
+    std::fs::create_dir_all(cache.path("selftests/index"))?;
     std::fs::write(index, &key)?;
     Ok(built)
 }
