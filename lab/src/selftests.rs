@@ -447,7 +447,7 @@ fn progs_line(line: &str) -> Option<(u32, Option<u32>, &str, Verdict)> {
         "SKIP" => Verdict::Skipped,
         _ => return None,
     };
-    Some((test, sub, name, verdict))
+    Some((test, sub, name.trim(), verdict))
 }
 
 /// `test_progs` output to results: subtests, and tests that have none. A test that failed while
@@ -456,7 +456,8 @@ pub fn parse_test_progs(output: &str) -> Vec<TestResult> {
     let mut results: Vec<TestResult> = vec![];
     let mut log: Vec<&str> = vec![];
     let mut with_subtests: Vec<u32> = vec![];
-    for line in output.lines() {
+    // After the run test_progs prints every failed test's log and verdict again.
+    for line in output.lines().take_while(|l| l.trim_end() != "All error logs:") {
         let Some((test, sub, name, verdict)) = progs_line(line.trim_end()) else {
             log.push(line);
             continue;
@@ -667,7 +668,7 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
             }
         }
     })?;
-    step.finish(&format!("{done} result lines"));
+    step.finish(&format!("{done} result lines (test_sockmap repeats some)"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
     std::fs::write(run.dir.join("output.log"), &output)?;
     let (results, problems) = collect(&output, &plan);
@@ -685,4 +686,159 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
     };
     std::fs::write(run.dir.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(SelftestsRun { report, guest, cfg, results: run.dir.clone(), run })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped like test_progs 7.3's output on a kernel without CONFIG_TLS (trimmed).
+    const TEST_PROGS: &str = "WARNING! Selftests relying on bpf_testmod.ko will be skipped.
+#1/1     sockmap_basic/sockmap create_update_free:OK
+#1/2     sockmap_basic/sockhash create_update_free:OK
+#1       sockmap_basic:OK
+run_tests:PASS:bpf_map_create 0 nsec
+test_sockmap_ktls_update_fails_when_sock_has_ulp:PASS:socket 0 nsec
+test_sockmap_ktls_update_fails_when_sock_has_ulp:FAIL:setsockopt(TCP_ULP) unexpected error: -1 (errno 2)
+#2/1     sockmap_ktls/sockmap_ktls update_fails_when_sock_has_ulp IPv4 SOCKMAP:FAIL
+test_sockmap_ktls_update_fails_when_sock_has_ulp:FAIL:setsockopt(TCP_ULP) unexpected error: -1 (errno 2)
+#2/3     sockmap_ktls/sockmap_ktls update_fails_when_sock_has_ulp IPv4 SOCKMAP:FAIL
+#2       sockmap_ktls:FAIL
+#3/7     sockmap_redir/hash sk_skb-to-ingress v_seq   v_str      :OK
+#3/8     sockmap_redir/sockmap vsock:SKIP
+#3       sockmap_redir:OK
+setup:FAIL:netns 0 nsec
+#4/1     sockmap_strp/sockmap strp tcp pass:OK
+#4       sockmap_strp:FAIL
+#5       sockmap_listen:OK
+
+All error logs:
+#2/1     sockmap_ktls/sockmap_ktls update_fails_when_sock_has_ulp IPv4 SOCKMAP:FAIL
+Summary: 3/5 PASSED, 1 SKIPPED, 2 FAILED
+";
+
+    #[test]
+    fn test_progs_output_gives_one_result_per_subtest() {
+        let results = parse_test_progs(TEST_PROGS);
+        let names: Vec<(&str, Verdict)> = results.iter().map(|r| (r.name.as_str(), r.status)).collect();
+        assert_eq!(
+            names,
+            [
+                ("sockmap_basic/sockmap create_update_free", Verdict::Passed),
+                ("sockmap_basic/sockhash create_update_free", Verdict::Passed),
+                ("sockmap_ktls/sockmap_ktls update_fails_when_sock_has_ulp IPv4 SOCKMAP", Verdict::Failed),
+                // test_progs gives two subtests one name: the second is told apart by its number.
+                ("sockmap_ktls/sockmap_ktls update_fails_when_sock_has_ulp IPv4 SOCKMAP #3", Verdict::Failed),
+                ("sockmap_redir/hash sk_skb-to-ingress v_seq   v_str", Verdict::Passed),
+                ("sockmap_redir/sockmap vsock", Verdict::Skipped),
+                ("sockmap_strp/sockmap strp tcp pass", Verdict::Passed),
+                // Failed though every subtest passed: its setup failed, and that is a result too.
+                ("sockmap_strp (outside its subtests)", Verdict::Failed),
+                // No subtests: the test is the result.
+                ("sockmap_listen", Verdict::Passed),
+            ]
+        );
+        assert_eq!(results[2].reason.as_deref(), Some("test_sockmap_ktls_update_fails_when_sock_has_ulp:FAIL:setsockopt(TCP_ULP) unexpected error: -1 (errno 2)"));
+        assert!(results.iter().all(|r| r.program == "test_progs"));
+        assert_eq!(results[0].id(), "test_progs:sockmap_basic/sockmap create_update_free");
+    }
+
+    #[test]
+    fn test_sockmap_output_repeated_by_its_children_counts_once() {
+        let out = "# 1/ 6  sockmap::txmsg test passthrough:OK
+# 2/ 6  sockmap::txmsg test redirect:OK
+# 1/ 6  sockmap::txmsg test passthrough:OK
+# 2/ 6  sockmap::txmsg test redirect:OK
+# 3/ 2  sockmap::txmsg test redirect wait send mem:FAIL
+#15/ 6 sockhash::txmsg test passthrough:OK
+Pass: 3 Fail: 1
+";
+        let results = parse_test_sockmap(out);
+        let names: Vec<(&str, Verdict)> = results.iter().map(|r| (r.name.as_str(), r.status)).collect();
+        assert_eq!(
+            names,
+            [
+                ("sockmap::txmsg test passthrough", Verdict::Passed),
+                ("sockmap::txmsg test redirect", Verdict::Passed),
+                ("sockmap::txmsg test redirect wait send mem", Verdict::Failed),
+                ("sockhash::txmsg test passthrough", Verdict::Passed),
+            ]
+        );
+    }
+
+    fn manifest(tests: &[&str]) -> BuildManifest {
+        BuildManifest {
+            key: "k".into(),
+            source: "linux-source-7.3=7.3.4".into(),
+            clang: "clang 19".into(),
+            btf_from: "debian-7.3".into(),
+            build_seconds: 1.0,
+            tests: tests.iter().map(|t| t.to_string()).collect(),
+            not_built: vec![NotBuilt { test: "sockmap_strp".into(), reason: "error: x".into() }],
+            test_sockmap: true,
+            harness_changes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_test_the_kernel_cannot_run_is_skipped_with_the_missing_symbol_never_run() {
+        let no_tls = KernelConfig::parse("CONFIG_BPF=y\n# CONFIG_TLS is not set\n");
+        let p = plan(&manifest(&["sockmap_basic", "sockmap_ktls"]), &no_tls, None);
+        assert_eq!(p.test_progs, ["sockmap_basic"]);
+        assert_eq!(p.denied, ["sockmap_ktls"]);
+        assert!(p.test_sockmap);
+        let skipped: Vec<(&str, &str)> = p.skipped.iter().map(|r| (r.name.as_str(), r.reason.as_deref().unwrap_or(""))).collect();
+        assert_eq!(skipped[0].0, "sockmap_strp");
+        assert!(skipped[0].1.starts_with("not built with clang-19"), "{skipped:?}");
+        assert_eq!(skipped[1].0, "sockmap_ktls");
+        assert!(skipped[1].1.contains("CONFIG_TLS"), "{skipped:?}");
+        // A module does not count: the lab boots a source build without its modules.
+        let tls_module = KernelConfig::parse("CONFIG_TLS=m\n");
+        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls_module, None).denied, ["sockmap_ktls"]);
+        let tls = KernelConfig::parse("CONFIG_TLS=y\n");
+        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls, None).test_progs, ["sockmap_ktls"]);
+    }
+
+    #[test]
+    fn the_filter_selects_a_test_a_subtest_or_test_sockmap() {
+        let config = KernelConfig::parse("CONFIG_TLS=y\n");
+        let m = manifest(&["sockmap_basic", "sockmap_listen"]);
+        let p = plan(&m, &config, Some("sockmap_basic/sockmap recover"));
+        assert_eq!((p.test_progs.as_slice(), p.test_sockmap), (["sockmap_basic/sockmap recover".to_string()].as_slice(), false));
+        let p = plan(&m, &config, Some("listen"));
+        assert_eq!(p.test_progs, ["sockmap_listen"]);
+        let p = plan(&m, &config, Some("test_sockmap"));
+        assert!(p.test_progs.is_empty() && p.test_sockmap && p.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_program_that_dies_or_exits_non_zero_without_a_failure_is_a_run_problem() {
+        let p = Plan { test_progs: vec!["sockmap_basic".into()], test_sockmap: true, ..Plan::default() };
+        let out = format!("{MARK} begin test_progs\n#1/1     sockmap_basic/a:OK\n\n{MARK} end test_progs 255\n{MARK} begin test_sockmap\n# 1/ 6  sockmap::x:OK\n");
+        let (results, problems) = collect(&out, &p);
+        assert_eq!(results.len(), 2);
+        assert!(problems[0].starts_with("test_progs exited 255 with no failed test"), "{problems:?}");
+        assert!(problems[1].starts_with("test_sockmap died before its end"), "{problems:?}");
+        let (_, problems) = collect("", &p);
+        assert_eq!(problems, ["test_progs never started", "test_sockmap never started"]);
+    }
+
+    #[test]
+    fn the_guest_script_denies_what_the_kernel_lacks_and_marks_each_program() {
+        let p = Plan { test_progs: vec!["sockmap_basic".into()], denied: vec!["sockmap_ktls".into()], test_sockmap: false, skipped: vec![] };
+        let script = guest_script(Path::new("/c/out"), Path::new("/r"), &p);
+        assert!(script.contains("cp -a /c/out $W"), "{script}");
+        assert!(script.contains("./test_progs -w 120 -J /r/test_progs.json -t sockmap_basic -d sockmap_ktls 2>&1"), "{script}");
+        assert!(script.contains(&format!("echo \"{MARK} end test_progs $c\"")), "{script}");
+        assert!(!script.contains("test_sockmap"), "{script}");
+    }
+
+    #[test]
+    fn skeletons_and_compiler_errors_are_read_from_the_sources_and_the_log() {
+        let src = "#include \"test_progs.h\"\n#include \"test_sockmap_listen.skel.h\"\n#include \"sockmap_helpers.h\"\n";
+        assert_eq!(skeletons(src), ["test_sockmap_listen"]);
+        let log = "  CLNG-BPF x\nprogs/test_sockmap_listen.c:12:3: error: use of undeclared identifier 'x'\nother.c:1: error: y\n";
+        assert_eq!(first_error(log, "sockmap_listen", &["test_sockmap_listen".into()]).unwrap(), "progs/test_sockmap_listen.c:12:3: error: use of undeclared identifier 'x'");
+        assert_eq!(first_error(log, "sockmap_basic", &[]), None);
+    }
 }
