@@ -109,6 +109,14 @@ enum Command {
         /// stopped sooner: that is a stuck case).
         #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
+        /// Also run the kernel's own sockmap selftests on each mutant and control: a second
+        /// column says whether they catch it, and with which test.
+        #[arg(long)]
+        selftests: bool,
+        /// Run only the kernel's selftests on the mutants and their controls, and fill in their
+        /// column of results/mutants.md (the suite's verdicts stay those of its last run).
+        #[arg(long, conflicts_with = "selftests")]
+        selftests_only: bool,
     },
     /// Run the suite over many kernels: a table of kernels × paths, the cases that differ, JUnit.
     Matrix {
@@ -344,11 +352,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if run.report.failed() { 1 } else { 0 })
         }
-        Command::Mutants { names, jobs, timeout } => {
+        Command::Mutants { names, jobs, timeout, selftests, selftests_only } => {
             let project = project_dir(&kernels)?;
             let make_cfg = |name: &str, kimg: &std::path::Path| vm_config(&cache, name, kimg, timeout);
             let jobs = jobs.unwrap_or_else(default_jobs);
-            lab::mutants::run(&kernels, &cache, &project, &names, jobs, &make_cfg)
+            if selftests_only {
+                return lab::mutants::selftests_only(&kernels, &cache, &project, &names, jobs, &make_cfg);
+            }
+            lab::mutants::run(&kernels, &cache, &project, &names, jobs, &make_cfg, selftests)
         }
         Command::Matrix { kernels: names, jobs, timeout } => {
             let names = if names.is_empty() { lab::matrix::default_kernels(&kernels)? } else { names };

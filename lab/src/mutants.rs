@@ -13,6 +13,9 @@ use crate::runs;
 use crate::suite::{self, RunReport};
 use crate::vm::VmConfig;
 
+/// How a kernel's VM configuration is made (the accelerator is chosen per host).
+type VmConfigFn<'a> = dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync + 'a;
+
 /// Every mutant definition, in the definitions' order.
 fn all_mutants(kernels: &KernelsDir) -> anyhow::Result<Vec<Definition>> {
     Ok(kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect())
@@ -89,7 +92,8 @@ pub fn run(
     project: &Path,
     names: &[String],
     jobs: usize,
-    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync),
+    vm_config: &VmConfigFn<'_>,
+    selftests: bool,
 ) -> anyhow::Result<u8> {
     let defs = select(kernels, names)?;
     let session = runs::start(&project.join("results").join("mutants"))?;
@@ -97,30 +101,114 @@ pub fn run(
     let order = run_list(&defs);
     // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
     let runner = Runner { kernels, cache, exes: &exes, project, vm_config, retry_boot: true };
+    let builds = std::sync::Mutex::new(());
+    // With --selftests each kernel's selftests run right after its suite, in the same worker: a
+    // session cut short still has both tools' results for every kernel it finished.
     let finish = |k: KernelRun| {
+        let selftests = selftests.then(|| selftests_of(kernels, cache, project, &k.name, vm_config, &builds));
         let state = match &k.run {
             Ok(run) => format!("{} of {} cases with a verdict, guest {}", run.report.with_verdict(), run.report.listed, serde_json::to_value(&run.guest.outcome).ok().and_then(|v| v["kind"].as_str().map(String::from)).unwrap_or_default()),
             Err(e) => format!("error: {e:#}"),
         };
         eprintln!("lab: mutants: {} done ({state})", k.name);
-        k
+        (k, selftests)
     };
-    let verdicts: Vec<MutantVerdict> = verdicts(&defs, runner.run_each(&order, jobs, &finish))
+    let (suite_runs, selftests_runs): (Vec<(String, KernelRun)>, Vec<Option<SelftestsOutcome>>) =
+        runner.run_each(&order, jobs, &finish).into_iter().map(|(name, (k, s))| ((name, k), s)).unzip();
+    let verdicts: Vec<MutantVerdict> = verdicts(&defs, suite_runs)
         .into_iter()
         .map(|v| MutantVerdict { run: session.id.clone(), date: session.date.clone(), ..v })
         .collect();
+    let selftests_runs: Vec<SelftestsOutcome> = selftests_runs.into_iter().flatten().collect();
+    let verdicts = if selftests { attach_selftests(&defs, verdicts, &selftests_runs) } else { verdicts };
     for v in &verdicts {
         eprintln!("{}", v.line());
     }
     // This run's own table, whole; then its rows into the table of every mutant.
     let table = report::mutant_table(&verdicts);
-    print!("{table}");
+    print!("{table}{}", report::both_tools_summary(&verdicts));
     write_table(&session.dir, &verdicts)?;
     session.publish()?;
     let names: Vec<String> = all_mutants(kernels)?.into_iter().map(|d| d.name).collect();
     let merged = update_table(&project.join("results"), &verdicts, &names)?;
     println!("results: {} (this run); {} ({} of {} mutants)", session.dir.join("mutants.md").display(), project.join("results/mutants.md").display(), merged.len(), names.len());
     Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
+}
+
+/// `lab mutants --selftests-only`: the kernel's selftests on the mutants and their controls, their
+/// column written into the rows `results/mutants.json` has (each row keeps the suite verdict of
+/// the run that gave it): the suite need not run again to compare the two tools.
+pub fn selftests_only(
+    kernels: &KernelsDir,
+    cache: &Cache,
+    project: &Path,
+    names: &[String],
+    jobs: usize,
+    vm_config: &VmConfigFn<'_>,
+) -> anyhow::Result<u8> {
+    let defs = select(kernels, names)?;
+    let results = project.join("results");
+    let stored: Vec<MutantVerdict> = match std::fs::read_to_string(results.join("mutants.json")) {
+        Ok(text) => serde_json::from_str(&text).context("reading results/mutants.json")?,
+        Err(_) => vec![],
+    };
+    let rows: Vec<MutantVerdict> = defs
+        .iter()
+        .map(|d| stored.iter().find(|v| v.mutant == d.name).cloned().unwrap_or_else(|| MutantVerdict::not_run(d, "the suite has not run on it (lab mutants)".into())))
+        .collect();
+    let fresh = attach_selftests(&defs, rows, &run_selftests(kernels, cache, project, &run_list(&defs), jobs, vm_config));
+    print!("{}{}", report::mutant_table(&fresh), report::both_tools_summary(&fresh));
+    let all: Vec<String> = all_mutants(kernels)?.into_iter().map(|d| d.name).collect();
+    let _turn = crate::cache::lock(&results.join(".mutants.lock"))?;
+    let merged: Vec<MutantVerdict> = all
+        .iter()
+        .filter_map(|name| fresh.iter().find(|v| v.mutant == *name).or_else(|| stored.iter().find(|v| v.mutant == *name)).cloned())
+        .collect();
+    write_table(&results, &merged)?;
+    println!("results: {} (the selftests column of {} mutant(s) updated)", results.join("mutants.md").display(), fresh.len());
+    Ok(if fresh.iter().all(|v| v.selftests.as_ref().is_some_and(|s| s.caught.is_some())) { 0 } else { 1 })
+}
+
+/// One kernel's selftests for the mutant table: the report, or why there is none.
+type SelftestsOutcome = (String, Result<crate::selftests::SelftestsReport, String>);
+
+fn selftests_of(kernels: &KernelsDir, cache: &Cache, project: &Path, name: &str, vm_config: &VmConfigFn<'_>, builds: &std::sync::Mutex<()>) -> SelftestsOutcome {
+    let run = crate::selftests::run_kernel(kernels, cache, project, name, vm_config, builds).map(|r| r.report).map_err(|e| format!("{e:#}"));
+    let state = match &run {
+        Ok(r) => format!("{} passed, {} failed, {} skipped", r.totals.passed, r.totals.failed, r.totals.skipped),
+        Err(e) => format!("error: {e}"),
+    };
+    eprintln!("lab: mutants: selftests on {name} done ({state})");
+    (name.to_string(), run)
+}
+
+/// The kernel's own selftests on every control and mutant of the list, `jobs` guests at once.
+fn run_selftests(kernels: &KernelsDir, cache: &Cache, project: &Path, order: &[String], jobs: usize, vm_config: &VmConfigFn<'_>) -> Vec<SelftestsOutcome> {
+    let queue = std::sync::Mutex::new(order.iter().cloned().collect::<std::collections::VecDeque<_>>());
+    let (builds, done) = (std::sync::Mutex::new(()), std::sync::Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let Some(name) = queue.lock().unwrap().pop_front() else { break };
+                let outcome = selftests_of(kernels, cache, project, &name, vm_config, &builds);
+                done.lock().unwrap().push(outcome);
+            });
+        }
+    });
+    done.into_inner().unwrap()
+}
+
+/// Each mutant's selftests judged against its control's, into its row.
+fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[SelftestsOutcome]) -> Vec<MutantVerdict> {
+    let report_of = |name: &str| runs.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_ref().map_err(String::as_str)).unwrap_or(Err("not run"));
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let base = defs.iter().find(|d| d.name == v.mutant).and_then(|d| d.base.clone()).unwrap_or_default();
+            let selftests = crate::selftests::judge(report_of(&v.mutant), report_of(&base));
+            MutantVerdict { selftests: Some(selftests), ..v }
+        })
+        .collect()
 }
 
 fn write_table(dir: &Path, verdicts: &[MutantVerdict]) -> anyhow::Result<()> {
@@ -172,6 +260,7 @@ mod tests {
             control: String::new(),
             run: run.into(),
             date: String::new(),
+            selftests: None,
         }
     }
 

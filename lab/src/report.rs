@@ -99,6 +99,9 @@ pub struct MutantVerdict {
     pub run: String,
     #[serde(default)]
     pub date: String,
+    /// The kernel's own sockmap selftests on the same mutant and control (`lab mutants --selftests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftests: Option<crate::selftests::MutantSelftests>,
 }
 
 /// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
@@ -163,6 +166,7 @@ impl MutantVerdict {
             control: String::new(),
             run: String::new(),
             date: String::new(),
+            selftests: None,
         }
     }
 
@@ -232,6 +236,7 @@ impl MutantVerdict {
             control: control.map(control_summary).unwrap_or_else(|| "no control run".into()),
             run: String::new(),
             date: String::new(),
+            selftests: None,
         }
     }
 
@@ -277,15 +282,45 @@ fn first_difference(failure: &str) -> String {
     lines.find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()).unwrap_or_else(|| at.to_string())
 }
 
+/// The selftests column of the mutant table: caught (how many tests, the first), missed, or why not run.
+fn selftests_cell(s: Option<&crate::selftests::MutantSelftests>) -> String {
+    let Some(s) = s else { return "-".into() };
+    let text = match s.caught {
+        Some(true) if s.caught_by.is_empty() => format!("caught: {}", s.evidence),
+        Some(true) => format!("caught by {} test(s): {}", s.caught_by.len(), s.evidence),
+        Some(false) => format!("**missed** ({})", s.evidence),
+        None => format!("not run: {}", s.evidence),
+    };
+    text.replace('|', "\\|").chars().take(200).collect()
+}
+
+/// Both tools on each mutant: which catches it, and the mutants only one of them catches.
+pub fn both_tools_summary(verdicts: &[MutantVerdict]) -> String {
+    let judged: Vec<&MutantVerdict> = verdicts.iter().filter(|v| !v.not_run && v.selftests.as_ref().is_some_and(|s| s.caught.is_some())).collect();
+    if judged.is_empty() {
+        return String::new();
+    }
+    let by_selftests = |v: &MutantVerdict| v.selftests.as_ref().and_then(|s| s.caught) == Some(true);
+    let only = |lab: bool| judged.iter().filter(|v| v.caught == lab && by_selftests(v) != lab).map(|v| v.mutant.as_str()).collect::<Vec<_>>().join(", ");
+    format!(
+        "\nOf {} mutants run by both: the lab's suite catches {}, the kernel's selftests {}; only the suite: {}; only the selftests: {}\n",
+        judged.len(),
+        judged.iter().filter(|v| v.caught).count(),
+        judged.iter().filter(|v| by_selftests(v)).count(),
+        Some(only(true)).filter(|s| !s.is_empty()).unwrap_or_else(|| "none".into()),
+        Some(only(false)).filter(|s| !s.is_empty()).unwrap_or_else(|| "none".into()),
+    )
+}
+
 /// The mutant table, as Markdown (it reads fine in a terminal too).
 pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
     let mut out = String::from(
-        "| mutant | breaks | control | verdict | failing cases | checks that failed | evidence | run |\n|---|---|---|---|---|---|---|---|\n",
+        "| mutant | breaks | control | verdict | failing cases | checks that failed | evidence | kernel selftests | run |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for v in verdicts {
         let evidence: String = v.evidence.replace('|', "\\|").chars().take(240).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             v.mutant,
             v.breaks,
             if v.control.is_empty() { "-" } else { v.control.as_str() },
@@ -293,6 +328,7 @@ pub fn mutant_table(verdicts: &[MutantVerdict]) -> String {
             if v.caught_by.is_empty() { "-".to_string() } else { v.caught_by.join(", ") },
             if v.checks.is_empty() { "-" } else { v.checks.as_str() },
             evidence,
+            selftests_cell(v.selftests.as_ref()),
             if v.date.is_empty() { "-" } else { v.date.as_str() },
         ));
     }

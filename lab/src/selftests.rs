@@ -253,7 +253,10 @@ fn make_args(src: &Path, out: &Path, vmlinux: &Path, jobs: usize) -> Vec<String>
         args.push(format!("{empty}="));
     }
     args.extend(["BPF_STRICT_BUILD=0", "SKIP_DOCS=1", "SKIP_LLVM=1", "SKIP_LIBBFD=1"].map(String::from));
-    for target in ["test_progs", "test_sockmap"].iter().map(|t| t.to_string()).chain(EXTRA_PROGS.iter().map(|p| format!("{p}.bpf.o"))) {
+    // Only the extra programs this tree has (bench_sockmap_prog came with 6.16).
+    let progs = src.join("tools/testing/selftests/bpf/progs");
+    let extra = EXTRA_PROGS.iter().filter(|p| progs.join(format!("{p}.c")).is_file()).map(|p| format!("{p}.bpf.o"));
+    for target in ["test_progs".to_string(), "test_sockmap".to_string()].into_iter().chain(extra) {
         args.push(out.join(target).display().to_string());
     }
     args
@@ -688,6 +691,71 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
     Ok(SelftestsRun { report, guest, cfg, results: run.dir.clone(), run })
 }
 
+// ---- beside the suite, on mutants and in the matrix ----------------------------------------------
+
+/// Build (taking turns with other builds: they use every core) and run one kernel's selftests, and
+/// publish the run.
+pub fn run_kernel(
+    kernels: &crate::definition::KernelsDir,
+    cache: &Cache,
+    project: &Path,
+    name: &str,
+    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<crate::vm::VmConfig> + Sync),
+    builds: &std::sync::Mutex<()>,
+) -> anyhow::Result<SelftestsRun> {
+    let def = kernels.load(name)?;
+    let (entry, tests) = {
+        let _turn = builds.lock().unwrap_or_else(|e| e.into_inner());
+        let built = crate::build::build(&def, kernels, cache, &crate::build::BuildOptions::default())?;
+        let tests = build(&def, &built.entry, cache)?;
+        (built.entry, tests)
+    };
+    let cfg = vm_config(name, &entry.kernel_image())?;
+    let run = run(&def, &entry, &tests, project, cfg, None)?;
+    crate::report::finish_selftests(&run)?;
+    Ok(run)
+}
+
+/// Whether the kernel's selftests caught a mutant: a test that fails on it and passes on its
+/// control (the base kernel, same session), or a panic, oops or hang while they ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutantSelftests {
+    /// None: the selftests did not run on the mutant or its control (`evidence` says why).
+    pub caught: Option<bool>,
+    /// The tests that caught it (`test_progs:sockmap_basic/...`).
+    pub caught_by: Vec<String>,
+    pub evidence: String,
+    /// The control's totals, e.g. `sk-msg-opt-7.3: 805 passed, 0 failed, 1 skipped`.
+    pub control: String,
+}
+
+/// Judge one mutant's selftests run against its control's.
+pub fn judge(mutant: Result<&SelftestsReport, &str>, control: Result<&SelftestsReport, &str>) -> MutantSelftests {
+    let not_run = |why: String, control: String| MutantSelftests { caught: None, caught_by: vec![], evidence: why, control };
+    let control = match control {
+        Ok(c) if c.problems.is_empty() && c.guest["kind"] == "exited" => c,
+        Ok(c) => return not_run(format!("the control's selftests did not finish: {}", c.problems.first().cloned().unwrap_or_else(|| c.guest.to_string())), String::new()),
+        Err(why) => return not_run(format!("the control's selftests did not run: {why}"), String::new()),
+    };
+    let t = control.totals;
+    let control_line = format!("{}: {} passed, {} failed, {} skipped", control.kernel, t.passed, t.failed, t.skipped);
+    let mutant = match mutant {
+        Ok(m) => m,
+        Err(why) => return not_run(format!("not run: {why}"), control_line),
+    };
+    let passes_on_control = |r: &TestResult| control.results.iter().any(|c| c.id() == r.id() && c.status == Verdict::Passed);
+    let caught_by: Vec<String> = mutant.failing().filter(|r| passes_on_control(r)).map(TestResult::id).collect();
+    let guest = mutant.guest["kind"].as_str().unwrap_or("?");
+    let first = mutant.failing().find(|r| passes_on_control(r)).map(|r| format!("{}: {}", r.id(), r.reason.as_deref().unwrap_or("failed").lines().next().unwrap_or("")));
+    let (caught, evidence) = match (guest, first) {
+        ("exited", Some(first)) => (true, first),
+        ("exited", None) if !mutant.problems.is_empty() => (true, format!("run problem: {}", mutant.problems[0].lines().next().unwrap_or(""))),
+        ("exited", None) => (false, "every selftest that passes on the control passed".into()),
+        (kind, first) => (true, format!("guest {kind}: {}{}", mutant.guest.get("line").and_then(|l| l.as_str()).unwrap_or(""), first.map(|f| format!("; {f}")).unwrap_or_default())),
+    };
+    MutantSelftests { caught: Some(caught), caught_by, evidence, control: control_line }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,5 +908,44 @@ Pass: 3 Fail: 1
         let log = "  CLNG-BPF x\nprogs/test_sockmap_listen.c:12:3: error: use of undeclared identifier 'x'\nother.c:1: error: y\n";
         assert_eq!(first_error(log, "sockmap_listen", &["test_sockmap_listen".into()]).unwrap(), "progs/test_sockmap_listen.c:12:3: error: use of undeclared identifier 'x'");
         assert_eq!(first_error(log, "sockmap_basic", &[]), None);
+    }
+}
+
+#[cfg(test)]
+mod judge_tests {
+    use super::*;
+
+    fn report(kernel: &str, results: &[(&str, Verdict)], guest: serde_json::Value) -> SelftestsReport {
+        let results: Vec<TestResult> = results.iter().map(|(n, v)| TestResult { program: "test_progs".into(), name: n.to_string(), status: *v, reason: Some(format!("{n}:FAIL:x")) }).collect();
+        SelftestsReport {
+            kernel: kernel.into(),
+            run: String::new(),
+            release: "7.3.4".into(),
+            accel: "tcg".into(),
+            guest,
+            guest_seconds: 1.0,
+            build: BuildManifest { key: String::new(), source: String::new(), clang: String::new(), btf_from: String::new(), build_seconds: 0.0, tests: vec![], not_built: vec![], test_sockmap: true, harness_changes: vec![] },
+            totals: Totals::of(&results),
+            results,
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn a_mutant_is_caught_only_by_a_test_that_passes_on_its_control() {
+        let exited = serde_json::json!({"kind": "exited", "code": 1});
+        let control = report("base", &[("a", Verdict::Passed), ("b", Verdict::Failed), ("c", Verdict::Passed)], exited.clone());
+        let mutant = report("m", &[("a", Verdict::Passed), ("b", Verdict::Failed), ("c", Verdict::Failed)], exited.clone());
+        let v = judge(Ok(&mutant), Ok(&control));
+        assert_eq!((v.caught, v.caught_by.as_slice()), (Some(true), ["test_progs:c".to_string()].as_slice()));
+        assert_eq!(v.control, "base: 2 passed, 1 failed, 0 skipped");
+        // b fails on the control too: not a catch.
+        let only_b = report("m", &[("a", Verdict::Passed), ("b", Verdict::Failed), ("c", Verdict::Passed)], exited.clone());
+        assert_eq!(judge(Ok(&only_b), Ok(&control)).caught, Some(false));
+        // A panic while they ran is a catch; a control that did not run leaves no verdict.
+        let panicked = report("m", &[("a", Verdict::Passed)], serde_json::json!({"kind": "panicked", "line": "Kernel panic"}));
+        assert_eq!(judge(Ok(&panicked), Ok(&control)).caught, Some(true));
+        assert_eq!(judge(Ok(&mutant), Err("build failed")).caught, None);
+        assert_eq!(judge(Err("boot failed"), Ok(&control)).caught, None);
     }
 }
