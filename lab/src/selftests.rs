@@ -24,7 +24,7 @@ use crate::progress::Step;
 use crate::{process, source};
 
 /// Bump when the way the selftests are built changes, so old builds stop matching.
-const RECIPE: &str = "sockmap-lab selftests recipe 1: pruned to sockmap, clang-19, BPF_STRICT_BUILD=0";
+const RECIPE: &str = "sockmap-lab selftests recipe 2: pruned to sockmap, clang-19, BPF_STRICT_BUILD=0; watchdog and kTLS flags";
 
 /// The `test_progs` tests that exercise sockmap, sk_msg and sk_skb (those a tree has).
 pub const TEST_PROGS_TESTS: &[&str] = &["sockmap_basic", "sockmap_listen", "sockmap_redir", "sockmap_strp", "sockmap_ktls"];
@@ -57,6 +57,13 @@ pub struct BuildManifest {
     pub test_sockmap: bool,
     /// Changes the lab made to the tree's harness (not to any test), each with why.
     pub harness_changes: Vec<String>,
+    /// This test_progs has a watchdog (`-w`, since 6.15): a stuck test is ended, named.
+    #[serde(default)]
+    pub watchdog: bool,
+    /// This test_sockmap runs kTLS variants of its tests (before 6.16; later trees moved them to
+    /// test_progs' sockmap_ktls).
+    #[serde(default)]
+    pub test_sockmap_ktls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -299,6 +306,8 @@ fn compile(def: &Definition, src: &Path, out: &Path, vmlinux: &Path, identity: &
         not_built,
         test_sockmap: out.join("test_sockmap").is_file() && out.join("test_sockmap_kern.bpf.o").is_file(),
         harness_changes,
+        watchdog: std::fs::read_to_string(bpf.join("test_progs.c")).unwrap_or_default().contains("watchdog-timeout"),
+        test_sockmap_ktls: std::fs::read_to_string(bpf.join("test_sockmap.c")).unwrap_or_default().contains("test_selftests_ktls"),
     };
     step.finish(&format!("{} test_progs tests, {} not built", manifest.tests.len(), manifest.not_built.len()));
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
@@ -538,6 +547,10 @@ pub struct Plan {
     /// `test_progs -d` names: built, but the kernel lacks what they need.
     pub denied: Vec<String>,
     pub test_sockmap: bool,
+    /// `test_sockmap -b` entries (a test's prefix, map or title containing one is not run).
+    pub sockmap_blacklist: Vec<String>,
+    /// test_progs takes `-w` (its watchdog).
+    pub watchdog: bool,
     /// Results known before the guest boots: tests not built, or not runnable on this kernel.
     pub skipped: Vec<TestResult>,
 }
@@ -550,7 +563,13 @@ pub fn plan(build: &BuildManifest, config: &KernelConfig, filter: Option<&str>) 
     let top = filter.map(|f| f.split('/').next().unwrap_or(f));
     let selected = |test: &str| !only_sockmap && top.is_none_or(|t| test.contains(t));
     let skip = |test: &str, reason: String| TestResult { program: "test_progs".into(), name: test.into(), status: Verdict::Skipped, reason: Some(reason) };
-    let mut plan = Plan { test_sockmap: build.test_sockmap && (filter.is_none() || only_sockmap), ..Plan::default() };
+    let mut plan = Plan { test_sockmap: build.test_sockmap && (filter.is_none() || only_sockmap), watchdog: build.watchdog, ..Plan::default() };
+    if plan.test_sockmap && build.test_sockmap_ktls && config.get("TLS") != Some("y") {
+        // Its kTLS variants ("ktls" prefix) and "txmsg test skb" (which turns kTLS on) need TLS.
+        plan.sockmap_blacklist = vec!["ktls".into(), "txmsg test skb".into()];
+        let reason = "the kernel lacks CONFIG_TLS (kTLS (TCP_ULP \"tls\")); kernels/config/selftests.config sets it".to_string();
+        plan.skipped.push(TestResult { program: "test_sockmap".into(), name: "its kTLS tests and \"txmsg test skb\" (-b ktls,txmsg test skb)".into(), status: Verdict::Skipped, reason: Some(reason) });
+    }
     for nb in build.not_built.iter().filter(|nb| selected(&nb.test)) {
         plan.skipped.push(skip(&nb.test, format!("not built with clang-19: {}", nb.reason)));
     }
@@ -575,14 +594,22 @@ pub fn guest_script(build_dir: &Path, results: &Path, plan: &Plan) -> String {
     let q = |p: &Path| shell_words::quote(&p.display().to_string()).into_owned();
     let mut script = format!("W=/tmp/lab-selftests; rm -rf $W && cp -a {} $W && cd $W || exit 3; rc=0; ", q(build_dir));
     if !plan.test_progs.is_empty() {
-        let mut cmd = vec!["./test_progs".to_string(), "-w".into(), "120".into(), "-J".into(), results.join("test_progs.json").display().to_string(), "-t".into(), plan.test_progs.join(",")];
+        let mut cmd = vec!["./test_progs".to_string()];
+        if plan.watchdog {
+            cmd.extend(["-w".into(), "120".into()]);
+        }
+        cmd.extend(["-J".into(), results.join("test_progs.json").display().to_string(), "-t".into(), plan.test_progs.join(",")]);
         for d in &plan.denied {
             cmd.extend(["-d".to_string(), d.clone()]);
         }
         script.push_str(&program_block("test_progs", &shell_words::join(&cmd)));
     }
     if plan.test_sockmap {
-        script.push_str(&program_block("test_sockmap", "./test_sockmap"));
+        let mut cmd = vec!["./test_sockmap".to_string()];
+        if !plan.sockmap_blacklist.is_empty() {
+            cmd.extend(["-b".into(), plan.sockmap_blacklist.join(",")]);
+        }
+        script.push_str(&program_block("test_sockmap", &shell_words::join(&cmd)));
     }
     script.push_str("exit $rc");
     script
@@ -604,6 +631,22 @@ pub fn section<'a>(output: &'a str, name: &str) -> Option<(&'a str, Option<i32>)
             Some((&rest[..at], code))
         }
         None => Some((rest, None)),
+    }
+}
+
+/// Which program was running when the guest got into trouble (the console's `Comm:` names the
+/// task an oops hit; else the program that never reached its end), and its last verdict before.
+pub fn running_when(output: &str, console: &str) -> String {
+    let programs = ["test_sockmap", "test_progs"];
+    let from_console = console.lines().filter_map(|l| l.split_once("Comm: ")).filter_map(|(_, rest)| rest.split_whitespace().next()).find_map(|c| programs.into_iter().find(|p| p.starts_with(c)));
+    let unfinished = || programs.into_iter().find(|p| matches!(section(output, p), Some((_, None))));
+    let Some(program) = from_console.or_else(unfinished) else {
+        return "outside the selftests' programs".into();
+    };
+    let (text, _) = section(output, program).unwrap_or_default();
+    match text.lines().rev().find(|l| l.starts_with('#')) {
+        Some(last) => format!("while {program} ran, after `{}`", last.trim()),
+        None => format!("while {program} ran, before its first result"),
     }
 }
 
@@ -674,7 +717,10 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
     step.finish(&format!("{done} result lines (test_sockmap repeats some)"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
     std::fs::write(run.dir.join("output.log"), &output)?;
-    let (results, problems) = collect(&output, &plan);
+    let (results, mut problems) = collect(&output, &plan);
+    if !matches!(guest.outcome, crate::vm::Outcome::Exited { .. }) {
+        problems.insert(0, format!("the guest {} {}", crate::report::describe_outcome(&guest.outcome), running_when(&output, &guest.console)));
+    }
     let report = SelftestsReport {
         kernel: def.name.clone(),
         run: run.id.clone(),
@@ -845,6 +891,8 @@ Pass: 3 Fail: 1
             not_built: vec![NotBuilt { test: "sockmap_strp".into(), reason: "error: x".into() }],
             test_sockmap: true,
             harness_changes: vec![],
+            watchdog: true,
+            test_sockmap_ktls: false,
         }
     }
 
@@ -893,12 +941,31 @@ Pass: 3 Fail: 1
 
     #[test]
     fn the_guest_script_denies_what_the_kernel_lacks_and_marks_each_program() {
-        let p = Plan { test_progs: vec!["sockmap_basic".into()], denied: vec!["sockmap_ktls".into()], test_sockmap: false, skipped: vec![] };
+        let p = Plan { test_progs: vec!["sockmap_basic".into()], denied: vec!["sockmap_ktls".into()], watchdog: true, ..Plan::default() };
         let script = guest_script(Path::new("/c/out"), Path::new("/r"), &p);
         assert!(script.contains("cp -a /c/out $W"), "{script}");
         assert!(script.contains("./test_progs -w 120 -J /r/test_progs.json -t sockmap_basic -d sockmap_ktls 2>&1"), "{script}");
         assert!(script.contains(&format!("echo \"{MARK} end test_progs $c\"")), "{script}");
         assert!(!script.contains("test_sockmap"), "{script}");
+    }
+
+    #[test]
+    fn an_oops_is_placed_in_the_program_and_after_the_test_it_hit() {
+        let out = format!("{MARK} begin test_sockmap\n# 5/ 6  sockmap::txmsg test ingress redirect:OK\n\n{MARK} end test_sockmap 137\n");
+        let console = "BUG: kernel NULL pointer dereference\nCPU: 0 UID: 0 PID: 380 Comm: test_sockmap Not tainted 6.12.118 #1\n";
+        assert_eq!(running_when(&out, console), "while test_sockmap ran, after `# 5/ 6  sockmap::txmsg test ingress redirect:OK`");
+        let unfinished = format!("{MARK} begin test_progs\n");
+        assert_eq!(running_when(&unfinished, ""), "while test_progs ran, before its first result");
+    }
+
+    #[test]
+    fn an_old_test_sockmap_leaves_out_its_ktls_tests_on_a_kernel_without_tls() {
+        let m = BuildManifest { test_sockmap_ktls: true, ..manifest(&["sockmap_basic"]) };
+        let p = plan(&m, &KernelConfig::parse(""), None);
+        assert_eq!(p.sockmap_blacklist, ["ktls", "txmsg test skb"]);
+        assert!(guest_script(Path::new("/o"), Path::new("/r"), &p).contains("./test_sockmap -b 'ktls,txmsg test skb'"));
+        assert!(p.skipped.iter().any(|r| r.program == "test_sockmap" && r.reason.as_deref().unwrap_or("").contains("CONFIG_TLS")));
+        assert!(plan(&m, &KernelConfig::parse("CONFIG_TLS=y\n"), None).sockmap_blacklist.is_empty());
     }
 
     #[test]
@@ -924,7 +991,7 @@ mod judge_tests {
             accel: "tcg".into(),
             guest,
             guest_seconds: 1.0,
-            build: BuildManifest { key: String::new(), source: String::new(), clang: String::new(), btf_from: String::new(), build_seconds: 0.0, tests: vec![], not_built: vec![], test_sockmap: true, harness_changes: vec![] },
+            build: BuildManifest { key: String::new(), source: String::new(), clang: String::new(), btf_from: String::new(), build_seconds: 0.0, tests: vec![], not_built: vec![], test_sockmap: true, harness_changes: vec![], watchdog: true, test_sockmap_ktls: false },
             totals: Totals::of(&results),
             results,
             problems: vec![],
