@@ -85,7 +85,8 @@ const SUBTREES: &[&str] = &["tools", "scripts", "include/uapi", "kernel/bpf", "a
 
 /// Build (or find) the selftests for a built kernel.
 pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<Built> {
-    let index = cache.path("selftests/index").join(&entry.manifest.key);
+    // Keyed by the recipe too: a lab that builds them differently does not reuse an older build.
+    let index = cache.path("selftests/index").join(KeyHasher::default().part("recipe", RECIPE.as_bytes()).part("entry", entry.manifest.key.as_bytes()).finish());
     if let Some(found) = std::fs::read_to_string(&index).ok().and_then(|key| load(cache, key.trim())) {
         return Ok(found);
     }
