@@ -606,7 +606,9 @@ pub fn guest_script(build_dir: &Path, results: &Path, plan: &Plan) -> String {
         script.push_str(&program_block("test_progs", &shell_words::join(&cmd)));
     }
     if plan.test_sockmap {
-        let mut cmd = vec!["./test_sockmap".to_string()];
+        // Line-buffered: its forked children would otherwise repeat the parent's unwritten lines,
+        // and a result printed late cannot say which test was running when the kernel oopsed.
+        let mut cmd = vec!["stdbuf".to_string(), "-oL".into(), "./test_sockmap".into()];
         if !plan.sockmap_blacklist.is_empty() {
             cmd.extend(["-b".into(), plan.sockmap_blacklist.join(",")]);
         }
@@ -964,7 +966,7 @@ Pass: 3 Fail: 1
         let m = BuildManifest { test_sockmap_ktls: true, ..manifest(&["sockmap_basic"]) };
         let p = plan(&m, &KernelConfig::parse(""), None);
         assert_eq!(p.sockmap_blacklist, ["ktls", "txmsg test skb"]);
-        assert!(guest_script(Path::new("/o"), Path::new("/r"), &p).contains("./test_sockmap -b 'ktls,txmsg test skb'"));
+        assert!(guest_script(Path::new("/o"), Path::new("/r"), &p).contains("stdbuf -oL ./test_sockmap -b 'ktls,txmsg test skb'"));
         assert!(p.skipped.iter().any(|r| r.program == "test_sockmap" && r.reason.as_deref().unwrap_or("").contains("CONFIG_TLS")));
         assert!(plan(&m, &KernelConfig::parse("CONFIG_TLS=y\n"), None).sockmap_blacklist.is_empty());
     }
