@@ -781,26 +781,30 @@ pub struct MutantSelftests {
 /// Judge one mutant's selftests run against its control's.
 pub fn judge(mutant: Result<&SelftestsReport, &str>, control: Result<&SelftestsReport, &str>) -> MutantSelftests {
     let not_run = |why: String, control: String| MutantSelftests { caught: None, caught_by: vec![], evidence: why, control };
+    // A control whose kernel oopsed still ran its tests (stock 6.12 oopses in test_sockmap): it
+    // is a control for the tests, not for an oops.
     let control = match control {
-        Ok(c) if c.problems.is_empty() && c.guest["kind"] == "exited" => c,
+        Ok(c) if !c.results.is_empty() && matches!(c.guest["kind"].as_str(), Some("exited" | "oopsed")) => c,
         Ok(c) => return not_run(format!("the control's selftests did not finish: {}", c.problems.first().cloned().unwrap_or_else(|| c.guest.to_string())), String::new()),
         Err(why) => return not_run(format!("the control's selftests did not run: {why}"), String::new()),
     };
     let t = control.totals;
-    let control_line = format!("{}: {} passed, {} failed, {} skipped", control.kernel, t.passed, t.failed, t.skipped);
+    let control_kind = control.guest["kind"].as_str().unwrap_or("?");
+    let control_line = format!("{}: {} passed, {} failed, {} skipped{}", control.kernel, t.passed, t.failed, t.skipped, if control_kind == "exited" { String::new() } else { format!(", guest {control_kind}") });
     let mutant = match mutant {
         Ok(m) => m,
         Err(why) => return not_run(format!("not run: {why}"), control_line),
     };
     let passes_on_control = |r: &TestResult| control.results.iter().any(|c| c.id() == r.id() && c.status == Verdict::Passed);
     let caught_by: Vec<String> = mutant.failing().filter(|r| passes_on_control(r)).map(TestResult::id).collect();
-    let guest = mutant.guest["kind"].as_str().unwrap_or("?");
     let first = mutant.failing().find(|r| passes_on_control(r)).map(|r| format!("{}: {}", r.id(), r.reason.as_deref().unwrap_or("failed").lines().next().unwrap_or("")));
-    let (caught, evidence) = match (guest, first) {
-        ("exited", Some(first)) => (true, first),
-        ("exited", None) if !mutant.problems.is_empty() => (true, format!("run problem: {}", mutant.problems[0].lines().next().unwrap_or(""))),
-        ("exited", None) => (false, "every selftest that passes on the control passed".into()),
-        (kind, first) => (true, format!("guest {kind}: {}{}", mutant.guest.get("line").and_then(|l| l.as_str()).unwrap_or(""), first.map(|f| format!("; {f}")).unwrap_or_default())),
+    let kind = mutant.guest["kind"].as_str().unwrap_or("?");
+    let trouble = kind != "exited" && kind != control_kind;
+    let (caught, evidence) = match (trouble, first) {
+        (true, first) => (true, format!("{} {}{}", kind, mutant.guest.get("line").and_then(|l| l.as_str()).unwrap_or(""), first.map(|f| format!("; {f}")).unwrap_or_default())),
+        (false, Some(first)) => (true, first),
+        (false, None) if mutant.results.is_empty() => return not_run(format!("no results: {}", mutant.problems.first().map(String::as_str).unwrap_or(kind)), control_line),
+        (false, None) => (false, "every selftest that passes on the control passed".into()),
     };
     MutantSelftests { caught: Some(caught), caught_by, evidence, control: control_line }
 }
@@ -1015,6 +1019,11 @@ mod judge_tests {
         // A panic while they ran is a catch; a control that did not run leaves no verdict.
         let panicked = report("m", &[("a", Verdict::Passed)], serde_json::json!({"kind": "panicked", "line": "Kernel panic"}));
         assert_eq!(judge(Ok(&panicked), Ok(&control)).caught, Some(true));
+        // An oops the control has too is no catch; the control's tests still judge the mutant's.
+        let oopsed = serde_json::json!({"kind": "oopsed", "line": "BUG: x", "code": 0});
+        let oopsing_control = report("base", &[("a", Verdict::Passed), ("c", Verdict::Passed)], oopsed.clone());
+        assert_eq!(judge(Ok(&report("m", &[("a", Verdict::Passed), ("c", Verdict::Passed)], oopsed.clone())), Ok(&oopsing_control)).caught, Some(false));
+        assert_eq!(judge(Ok(&report("m", &[("a", Verdict::Passed), ("c", Verdict::Failed)], oopsed)), Ok(&oopsing_control)).caught_by, ["test_progs:c"]);
         assert_eq!(judge(Ok(&mutant), Err("build failed")).caught, None);
         assert_eq!(judge(Err("boot failed"), Ok(&control)).caught, None);
     }
