@@ -129,6 +129,9 @@ enum Command {
         /// stopped sooner: that is a stuck case).
         #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
         timeout: u64,
+        /// Also run the kernel's own sockmap selftests on each kernel (a second table).
+        #[arg(long)]
+        selftests: bool,
     },
     /// Manage kernel definitions.
     Kernels {
@@ -361,7 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             lab::mutants::run(&kernels, &cache, &project, &names, jobs, &make_cfg, selftests)
         }
-        Command::Matrix { kernels: names, jobs, timeout } => {
+        Command::Matrix { kernels: names, jobs, timeout, selftests } => {
             let names = if names.is_empty() { lab::matrix::default_kernels(&kernels)? } else { names };
             anyhow::ensure!(!names.is_empty(), "no kernels: name some, or mark definitions with `matrix = true`");
             let project = project_dir(&kernels)?;
@@ -380,20 +383,36 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 std::fs::write(out.join("junit").join(format!("{}.xml", row.kernel)), lab::report::junit(row))?;
             }
             let details = lab::report::matrix_details(&rows, &diffs, 20);
+            // A prebuilt image has no tree to build them from: its row says so and does not redden the matrix.
+            let (with_tree, prebuilt): (Vec<String>, Vec<String>) =
+                names.iter().cloned().partition(|n| kernels.load(n).map(|d| !d.source.is_prebuilt()).unwrap_or(true));
+            let mut selftests = if selftests { lab::selftests::run_many(&kernels, &cache, &project, &with_tree, jobs, &make_cfg) } else { vec![] };
+            let selftests_green = selftests.iter().all(|(_, r)| r.as_ref().is_ok_and(|r| !r.failed()));
+            if !selftests.is_empty() {
+                selftests.extend(prebuilt.into_iter().map(|k| (k, Err("prebuilt Debian image: no kernel tree to build the selftests from (run them on the source build of its line)".to_string()))));
+            }
+            let selftests_md = if selftests.is_empty() { String::new() } else { format!("\n## The kernel's own sockmap selftests\n\n{}", lab::report::matrix_selftests_table(&selftests)) };
             let md = format!(
-                "# sockmap-lab matrix\n\n{}\n```\n{}```\n\nWall time: {wall:.0}s, {} guest(s) at once.\n",
+                "# sockmap-lab matrix\n\n{}\n```\n{}```\n{selftests_md}\nWall time: {wall:.0}s, {} guest(s) at once.\n",
                 lab::report::matrix_table(&rows, true),
                 details,
                 jobs
             );
             std::fs::write(out.join("matrix.md"), md)?;
-            let json = serde_json::json!({"run": run.id, "date": run.date, "rows": rows, "differences": diffs, "wall_seconds": wall});
+            let selftests_json: Vec<serde_json::Value> = selftests
+                .iter()
+                .map(|(k, r)| match r {
+                    Ok(r) => serde_json::json!({"kernel": k, "run": r.run, "totals": r.totals, "failed": r.failed(), "problems": r.problems}),
+                    Err(e) => serde_json::json!({"kernel": k, "error": e}),
+                })
+                .collect();
+            let json = serde_json::json!({"run": run.id, "date": run.date, "rows": rows, "differences": diffs, "wall_seconds": wall, "selftests": selftests_json});
             std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
             run.publish()?;
             print!("{}", lab::report::matrix_table(&rows, false));
-            print!("{details}");
+            print!("{details}{selftests_md}");
             println!("wall time {wall:.0}s; results: {} (matrix.md, matrix.json, junit/; also results/matrix/latest)", out.display());
-            Ok(if rows.iter().all(|r| r.green()) { 0 } else { 1 })
+            Ok(if rows.iter().all(|r| r.green()) && selftests_green { 0 } else { 1 })
         }
         Command::Kernels { action: KernelsAction::AddDebian { versions, all } } => {
             let needs_view = all || versions.iter().any(|v| lab::definition::debian_image_package(v).is_none());

@@ -169,34 +169,7 @@ pub fn selftests_only(
     Ok(if fresh.iter().all(|v| v.selftests.as_ref().is_some_and(|s| s.caught.is_some())) { 0 } else { 1 })
 }
 
-/// One kernel's selftests for the mutant table: the report, or why there is none.
-type SelftestsOutcome = (String, Result<crate::selftests::SelftestsReport, String>);
-
-fn selftests_of(kernels: &KernelsDir, cache: &Cache, project: &Path, name: &str, vm_config: &VmConfigFn<'_>, builds: &std::sync::Mutex<()>) -> SelftestsOutcome {
-    let run = crate::selftests::run_kernel(kernels, cache, project, name, vm_config, builds).map(|r| r.report).map_err(|e| format!("{e:#}"));
-    let state = match &run {
-        Ok(r) => format!("{} passed, {} failed, {} skipped", r.totals.passed, r.totals.failed, r.totals.skipped),
-        Err(e) => format!("error: {e}"),
-    };
-    eprintln!("lab: mutants: selftests on {name} done ({state})");
-    (name.to_string(), run)
-}
-
-/// The kernel's own selftests on every control and mutant of the list, `jobs` guests at once.
-fn run_selftests(kernels: &KernelsDir, cache: &Cache, project: &Path, order: &[String], jobs: usize, vm_config: &VmConfigFn<'_>) -> Vec<SelftestsOutcome> {
-    let queue = std::sync::Mutex::new(order.iter().cloned().collect::<std::collections::VecDeque<_>>());
-    let (builds, done) = (std::sync::Mutex::new(()), std::sync::Mutex::new(Vec::new()));
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let Some(name) = queue.lock().unwrap().pop_front() else { break };
-                let outcome = selftests_of(kernels, cache, project, &name, vm_config, &builds);
-                done.lock().unwrap().push(outcome);
-            });
-        }
-    });
-    done.into_inner().unwrap()
-}
+use crate::selftests::{run_many as run_selftests, selftests_of, SelftestsOutcome};
 
 /// Each mutant's selftests judged against its control's, into its row.
 fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[SelftestsOutcome]) -> Vec<MutantVerdict> {

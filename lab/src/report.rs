@@ -748,6 +748,26 @@ pub fn selftests_junit(report: &crate::selftests::SelftestsReport) -> String {
     )
 }
 
+/// The matrix's selftests table (`lab matrix --selftests`): per kernel, the kernel's own sockmap
+/// selftests passed/failed/skipped, and what went wrong (a prebuilt image says it has no tree).
+pub fn matrix_selftests_table(outcomes: &[crate::selftests::SelftestsOutcome]) -> String {
+    let mut out = String::from("| kernel | selftests | passed | failed | skipped | failing tests, problems |\n|---|---|---|---|---|---|\n");
+    for (kernel, outcome) in outcomes {
+        let line = match outcome {
+            Ok(r) => {
+                let mut notes: Vec<String> = r.failing().take(3).map(|t| t.id()).collect();
+                notes.extend(r.problems.iter().map(|p| p.lines().next().unwrap_or("").to_string()));
+                let t = r.totals;
+                format!("| {kernel} | {} | {} | {} | {} | {} |", if r.failed() { "FAIL" } else { "pass" }, t.passed, t.failed, t.skipped, if notes.is_empty() { "-".into() } else { notes.join("; ").replace('|', "\\|") })
+            }
+            Err(e) => format!("| {kernel} | not run | - | - | - | {} |", e.lines().next().unwrap_or("").replace('|', "\\|").chars().take(200).collect::<String>()),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Write a selftests run's JUnit and summary beside its results, then make it `latest`.
 pub fn finish_selftests(run: &crate::selftests::SelftestsRun) -> anyhow::Result<()> {
     std::fs::write(run.results.join("junit.xml"), selftests_junit(&run.report))?;

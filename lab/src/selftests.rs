@@ -749,7 +749,7 @@ pub fn run_kernel(
     cache: &Cache,
     project: &Path,
     name: &str,
-    vm_config: &(dyn Fn(&str, &Path) -> anyhow::Result<crate::vm::VmConfig> + Sync),
+    vm_config: &VmConfigFn<'_>,
     builds: &std::sync::Mutex<()>,
 ) -> anyhow::Result<SelftestsRun> {
     let def = kernels.load(name)?;
@@ -763,6 +763,40 @@ pub fn run_kernel(
     let run = run(&def, &entry, &tests, project, cfg, None)?;
     crate::report::finish_selftests(&run)?;
     Ok(run)
+}
+
+/// How a kernel's VM configuration is made (the accelerator is chosen per host).
+pub type VmConfigFn<'a> = dyn Fn(&str, &Path) -> anyhow::Result<crate::vm::VmConfig> + Sync + 'a;
+
+/// One kernel's selftests for a table (mutants, matrix): the report, or why there is none.
+pub type SelftestsOutcome = (String, Result<SelftestsReport, String>);
+
+pub fn selftests_of(kernels: &crate::definition::KernelsDir, cache: &Cache, project: &Path, name: &str, vm_config: &VmConfigFn<'_>, builds: &std::sync::Mutex<()>) -> SelftestsOutcome {
+    let run = run_kernel(kernels, cache, project, name, vm_config, builds).map(|r| r.report).map_err(|e| format!("{e:#}"));
+    let state = match &run {
+        Ok(r) => format!("{} passed, {} failed, {} skipped{}", r.totals.passed, r.totals.failed, r.totals.skipped, r.problems.first().map(|p| format!("; {p}")).unwrap_or_default()),
+        Err(e) => format!("error: {e}"),
+    };
+    eprintln!("lab: selftests on {name} done ({state})");
+    (name.to_string(), run)
+}
+
+/// The selftests on each kernel of the list, `jobs` guests at once (builds take turns).
+pub fn run_many(kernels: &crate::definition::KernelsDir, cache: &Cache, project: &Path, names: &[String], jobs: usize, vm_config: &VmConfigFn<'_>) -> Vec<SelftestsOutcome> {
+    let queue = std::sync::Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
+    let (builds, done) = (std::sync::Mutex::new(()), std::sync::Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+                let outcome = selftests_of(kernels, cache, project, &name, vm_config, &builds);
+                done.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(name, _)| names.iter().position(|n| n == name));
+    done
 }
 
 /// Whether the kernel's selftests caught a mutant: a test that fails on it and passes on its
