@@ -383,14 +383,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 std::fs::write(out.join("junit").join(format!("{}.xml", row.kernel)), lab::report::junit(row))?;
             }
             let details = lab::report::matrix_details(&rows, &diffs, 20);
-            // A prebuilt image has no tree to build them from: its row says so and does not redden the matrix.
-            let (with_tree, prebuilt): (Vec<String>, Vec<String>) =
-                names.iter().cloned().partition(|n| kernels.load(n).map(|d| !d.source.is_prebuilt()).unwrap_or(true));
-            let mut selftests = if selftests { lab::selftests::run_many(&kernels, &cache, &project, &with_tree, jobs, &make_cfg) } else { vec![] };
-            let selftests_green = selftests.iter().all(|(_, r)| r.as_ref().is_ok_and(|r| !r.failed()));
-            if !selftests.is_empty() {
-                selftests.extend(prebuilt.into_iter().map(|k| (k, Err("prebuilt Debian image: no kernel tree to build the selftests from (run them on the source build of its line)".to_string()))));
-            }
+            let selftests = if selftests { lab::selftests::run_many(&kernels, &cache, &project, &names, jobs, &make_cfg) } else { vec![] };
+            // A prebuilt image without its exact source package cannot have them: its row says so
+            // and does not redden the matrix.
+            let is_prebuilt = |k: &str| kernels.load(k).is_ok_and(|d| d.source.is_prebuilt());
+            let selftests_green = selftests.iter().all(|(k, r)| match r {
+                Ok(r) => !r.failed(),
+                Err(_) => is_prebuilt(k),
+            });
             let selftests_md = if selftests.is_empty() { String::new() } else { format!("\n## The kernel's own sockmap selftests\n\n{}", lab::report::matrix_selftests_table(&selftests)) };
             let md = format!(
                 "# sockmap-lab matrix\n\n{}\n```\n{}```\n{selftests_md}\nWall time: {wall:.0}s, {} guest(s) at once.\n",

@@ -90,16 +90,13 @@ pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<B
     if let Some(found) = std::fs::read_to_string(&index).ok().and_then(|key| load(cache, key.trim())) {
         return Ok(found);
     }
-    anyhow::ensure!(
-        !entry.manifest.prebuilt,
-        "{}: a prebuilt Debian image has no kernel tree to build the selftests from (and its BTF, in the image's \
-         vmlinuz only, does not match a source package's build); run them on the source build of the same line \
-         (e.g. debian-6.12 for prebuilt-6.12.*)",
-        def.name
-    );
-    let vmlinux = entry.manifest.vmlinux.as_ref().map(|v| entry.dir.join(v)).context("the kernel's cache entry has no vmlinux (its BTF)")?;
     let clang = ensure_clang()?;
-    let resolved = source::resolve(&def.source, cache)?;
+    let (resolved, vmlinux) = if entry.manifest.prebuilt {
+        prebuilt_inputs(def, entry, cache)?
+    } else {
+        let vmlinux = entry.manifest.vmlinux.as_ref().map(|v| entry.dir.join(v)).context("the kernel's cache entry has no vmlinux (its BTF)")?;
+        (source::resolve(&def.source, cache)?, vmlinux)
+    };
     let mut key = KeyHasher::default();
     key.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("clang", clang.as_bytes());
     key.part("btf", btf_digest(&vmlinux)?.as_bytes());
@@ -123,6 +120,37 @@ fn load(cache: &Cache, key: &str) -> Option<Built> {
     let dir = cache.path("selftests/out").join(key);
     let manifest = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).ok()?).ok()?;
     Some(Built { dir, manifest, cached: true })
+}
+
+/// A prebuilt Debian image has no tree: its selftests come from the `linux-source-X.Y` package of
+/// exactly the image's version (Debian builds both from one source), and its BTF from the vmlinux
+/// inside its vmlinuz (the decompressed payload is an ELF that keeps `.BTF`). Without that package
+/// version, say so: a neighbouring version's tests could test what this kernel does not have.
+fn prebuilt_inputs(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<(source::ResolvedSource, PathBuf)> {
+    let image_version = entry.manifest.source.split_once('=').map(|(_, v)| v.to_string()).unwrap_or_default();
+    let mut numbers = entry.manifest.release.split(|c: char| !c.is_ascii_digit());
+    let line = format!("{}.{}", numbers.next().unwrap_or(""), numbers.next().unwrap_or(""));
+    let package = format!("linux-source-{line}");
+    let resolved = source::resolve(&crate::definition::Source::DebianSource { package: package.clone() }, cache)
+        .with_context(|| format!("{}: a prebuilt image has no tree, and {package} (its source package) is not available", def.name))?;
+    let source_version = resolved.identity.split_once('=').map(|(_, v)| v).unwrap_or_default();
+    anyhow::ensure!(
+        source_version == image_version,
+        "{}: a prebuilt image has no tree, and the lab's {package} is {source_version}, not the image's {image_version}: \
+         the selftests cannot be built for exactly this kernel (run them on a source build of the line)",
+        def.name
+    );
+    let src = prepared_source(&resolved, cache)?;
+    let vmlinux = cache.path("selftests/vmlinux").join(&entry.manifest.key);
+    if !vmlinux.is_file() {
+        std::fs::create_dir_all(cache.path("selftests/vmlinux"))?;
+        let tmp = vmlinux.with_extension(format!("tmp.{}", std::process::id()));
+        let file = std::fs::File::create(&tmp)?;
+        duct::cmd!("sh", src.join("scripts/extract-vmlinux"), entry.kernel_image()).stdout_file(file).stderr_capture().run()
+            .with_context(|| format!("extracting vmlinux (for its BTF) from {}", entry.kernel_image().display()))?;
+        std::fs::rename(&tmp, &vmlinux)?;
+    }
+    Ok((resolved, vmlinux))
 }
 
 /// clang-19's version line, installing Debian's clang-19 first when it is missing.
@@ -342,12 +370,21 @@ pub fn first_error(log: &str, test: &str, progs: &[String]) -> Option<String> {
         .map(|l| l.trim().chars().take(300).collect())
 }
 
+/// Whether the kernel has a symbol: built in, or a module where the guest boots with the kernel's
+/// modules (a prebuilt image); a source build's bzImage boots without its modules.
+fn has(config: &KernelConfig, symbol: &str, modules: bool) -> bool {
+    match config.get(symbol.trim_start_matches("CONFIG_")) {
+        Some("y") => true,
+        Some("m") => modules,
+        _ => false,
+    }
+}
+
 /// Tests the kernel's config cannot run: (test, reason).
-pub fn unmet_requirements(config: &KernelConfig, tests: &[String]) -> Vec<(String, String)> {
+pub fn unmet_requirements(config: &KernelConfig, tests: &[String], modules: bool) -> Vec<(String, String)> {
     REQUIREMENTS
         .iter()
-        // Built-in only: the lab boots a source build's bzImage without its modules.
-        .filter(|(test, symbol, _)| tests.iter().any(|t| t == test) && config.get(symbol.trim_start_matches("CONFIG_")) != Some("y"))
+        .filter(|(test, symbol, _)| tests.iter().any(|t| t == test) && !has(config, symbol, modules))
         .map(|(test, symbol, what)| (test.to_string(), format!("the kernel lacks {symbol} ({what}); kernels/config/selftests.config sets it")))
         .collect()
 }
@@ -558,14 +595,14 @@ pub struct Plan {
 
 /// FILTER as `lab test` takes it: a test_progs selector (`sockmap_basic`, `sockmap_basic/sockmap
 /// recover`), or `test_sockmap` for that program alone.
-pub fn plan(build: &BuildManifest, config: &KernelConfig, filter: Option<&str>) -> Plan {
-    let unmet = unmet_requirements(config, &build.tests);
+pub fn plan(build: &BuildManifest, config: &KernelConfig, modules: bool, filter: Option<&str>) -> Plan {
+    let unmet = unmet_requirements(config, &build.tests, modules);
     let only_sockmap = filter.is_some_and(|f| f.contains("test_sockmap"));
     let top = filter.map(|f| f.split('/').next().unwrap_or(f));
     let selected = |test: &str| !only_sockmap && top.is_none_or(|t| test.contains(t));
     let skip = |test: &str, reason: String| TestResult { program: "test_progs".into(), name: test.into(), status: Verdict::Skipped, reason: Some(reason) };
     let mut plan = Plan { test_sockmap: build.test_sockmap && (filter.is_none() || only_sockmap), watchdog: build.watchdog, ..Plan::default() };
-    if plan.test_sockmap && build.test_sockmap_ktls && config.get("TLS") != Some("y") {
+    if plan.test_sockmap && build.test_sockmap_ktls && !has(config, "CONFIG_TLS", modules) {
         // Its kTLS variants ("ktls" prefix) and "txmsg test skb" (which turns kTLS on) need TLS.
         plan.sockmap_blacklist = vec!["ktls".into(), "txmsg test skb".into()];
         let reason = "the kernel lacks CONFIG_TLS (kTLS (TCP_ULP \"tls\")); kernels/config/selftests.config sets it".to_string();
@@ -698,7 +735,7 @@ pub fn results_group(project: &Path, kernel: &str) -> PathBuf {
 /// [`crate::report::finish_selftests`] publishes it once everything is written).
 pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut cfg: crate::vm::VmConfig, filter: Option<&str>) -> anyhow::Result<SelftestsRun> {
     let config = KernelConfig::parse(&std::fs::read_to_string(entry.config()).unwrap_or_default());
-    let plan = plan(&built.manifest, &config, filter);
+    let plan = plan(&built.manifest, &config, entry.manifest.prebuilt, filter);
     let run = crate::runs::start(&results_group(project, &def.name))?;
     cfg.rwdirs.push(run.dir.clone());
     // test_progs prints a line per subtest, and its watchdog (-w 120) ends a stuck test: a guest
@@ -940,7 +977,7 @@ Pass: 3 Fail: 1
     #[test]
     fn a_test_the_kernel_cannot_run_is_skipped_with_the_missing_symbol_never_run() {
         let no_tls = KernelConfig::parse("CONFIG_BPF=y\n# CONFIG_TLS is not set\n");
-        let p = plan(&manifest(&["sockmap_basic", "sockmap_ktls"]), &no_tls, None);
+        let p = plan(&manifest(&["sockmap_basic", "sockmap_ktls"]), &no_tls, false, None);
         assert_eq!(p.test_progs, ["sockmap_basic"]);
         assert_eq!(p.denied, ["sockmap_ktls"]);
         assert!(p.test_sockmap);
@@ -951,20 +988,22 @@ Pass: 3 Fail: 1
         assert!(skipped[1].1.contains("CONFIG_TLS"), "{skipped:?}");
         // A module does not count: the lab boots a source build without its modules.
         let tls_module = KernelConfig::parse("CONFIG_TLS=m\n");
-        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls_module, None).denied, ["sockmap_ktls"]);
+        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls_module, false, None).denied, ["sockmap_ktls"]);
+        // A prebuilt image boots with its modules: there a module is enough.
+        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls_module, true, None).test_progs, ["sockmap_ktls"]);
         let tls = KernelConfig::parse("CONFIG_TLS=y\n");
-        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls, None).test_progs, ["sockmap_ktls"]);
+        assert_eq!(plan(&manifest(&["sockmap_ktls"]), &tls, false, None).test_progs, ["sockmap_ktls"]);
     }
 
     #[test]
     fn the_filter_selects_a_test_a_subtest_or_test_sockmap() {
         let config = KernelConfig::parse("CONFIG_TLS=y\n");
         let m = manifest(&["sockmap_basic", "sockmap_listen"]);
-        let p = plan(&m, &config, Some("sockmap_basic/sockmap recover"));
+        let p = plan(&m, &config, false, Some("sockmap_basic/sockmap recover"));
         assert_eq!((p.test_progs.as_slice(), p.test_sockmap), (["sockmap_basic/sockmap recover".to_string()].as_slice(), false));
-        let p = plan(&m, &config, Some("listen"));
+        let p = plan(&m, &config, false, Some("listen"));
         assert_eq!(p.test_progs, ["sockmap_listen"]);
-        let p = plan(&m, &config, Some("test_sockmap"));
+        let p = plan(&m, &config, false, Some("test_sockmap"));
         assert!(p.test_progs.is_empty() && p.test_sockmap && p.skipped.is_empty());
     }
 
@@ -1002,11 +1041,11 @@ Pass: 3 Fail: 1
     #[test]
     fn an_old_test_sockmap_leaves_out_its_ktls_tests_on_a_kernel_without_tls() {
         let m = BuildManifest { test_sockmap_ktls: true, ..manifest(&["sockmap_basic"]) };
-        let p = plan(&m, &KernelConfig::parse(""), None);
+        let p = plan(&m, &KernelConfig::parse(""), false, None);
         assert_eq!(p.sockmap_blacklist, ["ktls", "txmsg test skb"]);
         assert!(guest_script(Path::new("/o"), Path::new("/r"), &p).contains("stdbuf -oL ./test_sockmap -b 'ktls,txmsg test skb'"));
         assert!(p.skipped.iter().any(|r| r.program == "test_sockmap" && r.reason.as_deref().unwrap_or("").contains("CONFIG_TLS")));
-        assert!(plan(&m, &KernelConfig::parse("CONFIG_TLS=y\n"), None).sockmap_blacklist.is_empty());
+        assert!(plan(&m, &KernelConfig::parse("CONFIG_TLS=y\n"), false, None).sockmap_blacklist.is_empty());
     }
 
     #[test]
