@@ -261,6 +261,30 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_both_tools_and_the_mutants_only_one_catches() {
+        let with = |mutant: &str, lab: bool, selftests: Option<bool>| MutantVerdict {
+            selftests: Some(crate::selftests::MutantSelftests {
+                caught: selftests,
+                caught_by: if selftests == Some(true) { vec!["test_progs:sockmap_basic/x".into()] } else { vec![] },
+                evidence: "test_progs:sockmap_basic/x: FAIL".into(),
+                control: "base: 805 passed, 0 failed, 1 skipped".into(),
+            }),
+            ..verdict(mutant, lab, "r")
+        };
+        let rows = [with("mutant-a", true, Some(true)), with("mutant-b", true, Some(false)), with("mutant-c", false, Some(true)), with("mutant-d", true, None)];
+        let table = report::mutant_table(&rows);
+        assert!(table.contains("| kernel selftests |"), "{table}");
+        assert!(table.contains("caught by 1 test(s): test_progs:sockmap_basic/x: FAIL"), "{table}");
+        assert!(table.contains("**missed**"), "{table}");
+        let summary = report::both_tools_summary(&rows);
+        assert_eq!(
+            summary.trim(),
+            "Of 3 mutants run by both: the lab's suite catches 2, the kernel's selftests 2; only the suite: mutant-b; only the selftests: mutant-c"
+        );
+        assert_eq!(report::both_tools_summary(&[verdict("mutant-a", true, "r")]), "");
+    }
+
+    #[test]
     fn the_newest_run_wins_and_gone_mutants_leave_the_table() {
         let (old, new) = ("20261201T000000.000Z-1-0", "20261202T000000.000Z-2-0");
         // A run started earlier that finishes later does not overwrite a newer verdict.

@@ -113,3 +113,47 @@ fn the_ci_workflow_runs_exactly_the_kernels_marked_for_the_matrix() {
     listed.sort();
     assert_eq!(listed, marked, "the CI matrix and the kernels with `matrix = true` differ");
 }
+
+#[test]
+fn the_selftests_junit_validates_and_says_why_a_test_was_skipped() {
+    use lab::selftests::{BuildManifest, SelftestsReport, TestResult, Totals, Verdict};
+    let result = |program: &str, name: &str, status: Verdict, reason: Option<&str>| TestResult { program: program.into(), name: name.into(), status, reason: reason.map(str::to_string) };
+    let results = vec![
+        result("test_progs", "sockmap_basic/sockmap create_update_free", Verdict::Passed, None),
+        result("test_progs", "sockmap_ktls", Verdict::Skipped, Some("the kernel lacks CONFIG_TLS <kTLS>")),
+        result("test_sockmap", "sockmap::txmsg test cork", Verdict::Failed, Some("x:FAIL:recv \"1\" & 2")),
+    ];
+    let report = SelftestsReport {
+        kernel: "debian-7.3".into(),
+        run: String::new(),
+        release: "7.3.4".into(),
+        accel: "tcg".into(),
+        guest: serde_json::json!({"kind": "oopsed", "code": 1, "line": "BUG: x"}),
+        guest_seconds: 205.0,
+        build: BuildManifest {
+            key: "k".into(),
+            source: "linux-source-7.3=7.3.4".into(),
+            clang: "clang 19".into(),
+            btf_from: "debian-7.3".into(),
+            build_seconds: 104.0,
+            tests: vec!["sockmap_basic".into()],
+            not_built: vec![],
+            test_sockmap: true,
+            harness_changes: vec![],
+            watchdog: true,
+            test_sockmap_ktls: false,
+        },
+        totals: Totals::of(&results),
+        results,
+        problems: vec!["the guest oopsed: BUG: x while test_sockmap ran".into()],
+    };
+    let xml = lab::report::selftests_junit(&report);
+    let out = validate(&xml);
+    assert!(out.status.success(), "{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+    assert!(xml.contains(r#"tests="4" failures="1" errors="1" skipped="1""#), "{xml}");
+    assert!(xml.contains("<skipped message=\"the kernel lacks CONFIG_TLS &lt;kTLS&gt;\"/>"), "{xml}");
+    let text = lab::report::render_selftests(&report);
+    assert!(text.contains("RUN PROBLEM: the guest oopsed"), "{text}");
+    assert!(text.contains("test_sockmap         0       1        0"), "{text}");
+    assert_eq!(lab::report::selftest_line(&report.results[1]), "skipped      test_progs: sockmap_ktls (the kernel lacks CONFIG_TLS <kTLS>)");
+}
