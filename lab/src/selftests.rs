@@ -309,7 +309,7 @@ fn compile(def: &Definition, src: &Path, out: &Path, vmlinux: &Path, identity: &
     let started = Instant::now();
     let step = Step::start(&format!("{}: building the kernel's sockmap selftests (clang-19, make -j{jobs})", def.name));
     let mut done = 0usize;
-    let result = process::run_logged(process::command("make", &make_args(src, out, vmlinux, jobs)).env("PATH", path), &log, |line| {
+    let result = process::run_logged(process::command("make", make_args(src, out, vmlinux, jobs)).env("PATH", path), &log, |line| {
         let line = line.trim_start();
         if ["CLNG-BPF", "GEN-SKEL", "TEST-OBJ", "EXT-OBJ", "BINARY", "CC ", "LINK"].iter().any(|p| line.starts_with(p)) {
             done += 1;
@@ -694,8 +694,8 @@ pub fn running_when(output: &str, console: &str) -> String {
 pub fn collect(output: &str, plan: &Plan) -> (Vec<TestResult>, Vec<String>) {
     let mut results = plan.skipped.clone();
     let mut problems = vec![];
-    let programs: [(&str, bool, fn(&str) -> Vec<TestResult>); 2] =
-        [("test_progs", !plan.test_progs.is_empty(), parse_test_progs), ("test_sockmap", plan.test_sockmap, parse_test_sockmap)];
+    type Parser = fn(&str) -> Vec<TestResult>;
+    let programs: [(&str, bool, Parser); 2] = [("test_progs", !plan.test_progs.is_empty(), parse_test_progs), ("test_sockmap", plan.test_sockmap, parse_test_sockmap)];
     for (name, _, parse) in programs.into_iter().filter(|p| p.1) {
         match section(output, name) {
             None => problems.push(format!("{name} never started")),
