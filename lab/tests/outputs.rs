@@ -156,4 +156,7 @@ fn the_selftests_junit_validates_and_says_why_a_test_was_skipped() {
     assert!(text.contains("RUN PROBLEM: the guest oopsed"), "{text}");
     assert!(text.contains("test_sockmap         0       1        0"), "{text}");
     assert_eq!(lab::report::selftest_line(&report.results[1]), "skipped      test_progs: sockmap_ktls (the kernel lacks CONFIG_TLS <kTLS>)");
+    let table = lab::report::matrix_selftests_table(&[("debian-7.3".into(), Ok(report)), ("prebuilt-6.12.117".into(), Err("prebuilt: no tree | none".into()))]);
+    assert!(table.contains("| debian-7.3 | FAIL | 1 | 1 | 1 | test_sockmap:sockmap::txmsg test cork; the guest oopsed: BUG: x while test_sockmap ran |"), "{table}");
+    assert!(table.contains("| prebuilt-6.12.117 | not run | - | - | - | prebuilt: no tree \\| none |"), "{table}");
 }
