@@ -100,6 +100,17 @@ static __always_inline void push(struct sk_msg_md *msg, const struct config *cfg
 	}
 }
 
+/* The errno a failing pop returns is what a program sees: keep it for the observation. */
+static __always_inline void pop(struct sk_msg_md *msg, const struct config *cfg)
+{
+	long err = bpf_msg_pop_data(msg, cfg->pop_start, cfg->pop_len, 0);
+
+	if (err) {
+		bump(CNT_HELPER_ERRORS);
+		store(CNT_HELPER_ERRNO, -err);
+	}
+}
+
 SEC("sk_msg")
 int msg_verdict(struct sk_msg_md *msg)
 {
@@ -114,12 +125,13 @@ int msg_verdict(struct sk_msg_md *msg)
 		bpf_msg_apply_bytes(msg, cfg->apply_bytes);
 	if (cfg->cork_bytes)
 		bpf_msg_cork_bytes(msg, cfg->cork_bytes);
-	if (cfg->pull_end)
-		pull(msg, cfg);
+	/* Push first: the element it adds gives pull and pop a known boundary to cross. */
 	if (cfg->push_len)
 		push(msg, cfg);
-	if (cfg->pop_len && bpf_msg_pop_data(msg, cfg->pop_start, cfg->pop_len, 0))
-		bump(CNT_HELPER_ERRORS);
+	if (cfg->pull_end)
+		pull(msg, cfg);
+	if (cfg->pop_len)
+		pop(msg, cfg);
 
 	if (cfg->action == ACT_PASS)
 		return SK_PASS;

@@ -43,6 +43,8 @@ enum counter {
 	CNT_HELPER_ERRORS,
 	CNT_PULLED_LEN,
 	CNT_PULLED_FIRST_BYTE,
+	/* The errno (positive) of the last failing bpf_msg_pop_data(). */
+	CNT_HELPER_ERRNO,
 	CNT_MAX,
 };
 

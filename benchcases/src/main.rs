@@ -82,8 +82,7 @@ fn run(settings: &Settings) -> anyhow::Result<()> {
     // Loaded once for the whole bench: the verifier is slow under emulation.
     let programs: BTreeMap<&str, Result<Bpf, String>> = Path::ALL
         .into_iter()
-        .filter(|p| p.uses_sockmap())
-        .map(|p| (p.name(), Bpf::load(p).map_err(|e| format!("{e:#}"))))
+        .filter_map(|p| Some((p.name(), Bpf::load(p.redirect()?).map_err(|e| format!("{e:#}")))))
         .collect();
     let throughput = measure_all(settings, &settings.sizes, &programs, false, |ends, size| {
         measure::throughput(ends, size, Duration::from_millis(settings.point_ms))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::bpf::{Bpf, KEY_A, KEY_B};
+use crate::bpf::{Bpf, Hook, Redirect, KEY_A, KEY_B};
 
 /// A blocked read wakes up this often so the reader notices the sender has finished; no data is
 /// waiting then, so it costs nothing while data flows.
@@ -48,16 +48,16 @@ impl Path {
         }
     }
 
-    pub fn uses_sockmap(self) -> bool {
-        !matches!(self, Self::Tcp | Self::Unix)
-    }
-
-    pub fn is_tx(self) -> bool {
-        matches!(self, Self::TxToRx | Self::TxToTx)
-    }
-
-    pub fn is_ingress(self) -> bool {
-        matches!(self, Self::TxToRx | Self::RxToRx)
+    /// The sockmap redirect this path measures; none for the baselines.
+    pub fn redirect(self) -> Option<Redirect> {
+        let (hook, ingress) = match self {
+            Self::Tcp | Self::Unix => return None,
+            Self::TxToRx => (Hook::SkMsg, true),
+            Self::RxToRx => (Hook::SkSkb, true),
+            Self::TxToTx => (Hook::SkMsg, false),
+            Self::RxToTx => (Hook::SkSkb, false),
+        };
+        Some(Redirect { hook, ingress })
     }
 }
 

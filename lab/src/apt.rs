@@ -11,6 +11,9 @@ use anyhow::{bail, Context};
 use crate::cache::Cache;
 use crate::process;
 
+/// What a 7.x `linux-image-*` package is made of: each prefix plus the image's own suffix.
+pub const IMAGE_PARTS: [&str; 3] = ["linux-binary-", "linux-modules-", "linux-base-"];
+
 /// The suites the lab looks in, newest last. The mirror is the host's own Debian mirror.
 pub const SUITES: &[&str] = &["bookworm", "trixie", "trixie-backports", "sid"];
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -113,7 +116,7 @@ impl AptView {
     /// comes from: what `lab kernels add-debian` offers beyond bookworm's 6.1 and 6.12.
     pub fn kernel_images(&self) -> anyhow::Result<Vec<KernelImage>> {
         let mut known = std::collections::BTreeSet::new();
-        for prefix in crate::source::IMAGE_PARTS {
+        for prefix in IMAGE_PARTS {
             known.extend(self.package_names(&format!("{prefix}7."))?);
         }
         let mut images = Vec::new();
@@ -165,7 +168,7 @@ pub struct KernelImage {
 /// The parts of `image` (`linux-image-V-amd64`) that are not among the `known` package names.
 fn missing_parts(image: &str, known: &std::collections::BTreeSet<String>) -> Vec<String> {
     let suffix = image.strip_prefix("linux-image-").unwrap_or(image);
-    crate::source::IMAGE_PARTS.iter().map(|p| format!("{p}{suffix}")).filter(|part| !known.contains(part)).collect()
+    IMAGE_PARTS.iter().map(|p| format!("{p}{suffix}")).filter(|part| !known.contains(part)).collect()
 }
 
 /// `linux-image-7.2.12+deb13-amd64` → `7.2.12`; other flavours (cloud, rt, dbg) are not lab kernels.

@@ -67,15 +67,7 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
 
     let compiler = toolchain();
     let fragments = kconfig::fragments(&kernels.dir, def);
-    // The tree key covers what a build tree is made of apart from patches: definitions that differ
-    // only in their patch series (a kernel and its mutants) share one tree and rebuild incrementally.
-    let mut tree_hash = KeyHasher::default();
-    tree_hash.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("compiler", compiler.as_bytes());
-    tree_hash.part("profile", def.profile.as_str().as_bytes());
-    for f in &fragments {
-        tree_hash.part("fragment", &std::fs::read(f).with_context(|| format!("reading config fragment {}", f.display()))?);
-    }
-    let tree_key = tree_hash.finish();
+    let tree_key = tree_key(def, &resolved, &compiler, &fragments)?;
     let series = AppliedPatch::read_all(&def.patches)?;
     let mut input = KeyHasher::default();
     input.part("tree", tree_key.as_bytes());
@@ -96,14 +88,7 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
     let log = cache.path("logs").join(format!("{}-{}.log", def.name, now_unix()));
     let mut state = WorkState::load(&work);
     if !(tree.join(".config").is_file() && state.tree_key == tree_key) {
-        if tree.exists() {
-            std::fs::remove_dir_all(&tree).with_context(|| format!("clearing the old build tree {}", tree.display()))?;
-        }
-        let step = Step::start(&format!("{}: unpacking {}", def.name, def.source.describe()));
-        source::extract(&resolved, &tree)?;
-        step.finish("done");
-        state = WorkState { tree_key: tree_key.clone(), applied: vec![], configured: false };
-        state.save(&work)?;
+        state = unpack(def, &resolved, &work, &tree, &tree_key)?;
     }
     if state.applied != series {
         switch_patches(def, &work, &tree, &mut state, &series)?;
@@ -132,20 +117,52 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
     }
 
     let took = compile(def, &tree, cache, opts, &log)?;
+    let entry = install(def, &resolved, &compiler, &key, &tree, took, cache)?;
+    cache.record_input(&input_key, &key)?;
+    Ok(Built { entry, cached: false })
+}
+
+/// The tree key covers what a build tree is made of apart from patches: definitions that differ
+/// only in their patch series (a kernel and its mutants) share one tree and rebuild incrementally.
+fn tree_key(def: &Definition, resolved: &source::ResolvedSource, compiler: &str, fragments: &[PathBuf]) -> anyhow::Result<String> {
+    let mut tree_hash = KeyHasher::default();
+    tree_hash.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("compiler", compiler.as_bytes());
+    tree_hash.part("profile", def.profile.as_str().as_bytes());
+    for f in fragments {
+        tree_hash.part("fragment", &std::fs::read(f).with_context(|| format!("reading config fragment {}", f.display()))?);
+    }
+    Ok(tree_hash.finish())
+}
+
+/// A fresh build tree from the source, nothing applied or configured yet.
+fn unpack(def: &Definition, resolved: &source::ResolvedSource, work: &Path, tree: &Path, tree_key: &str) -> anyhow::Result<WorkState> {
+    if tree.exists() {
+        std::fs::remove_dir_all(tree).with_context(|| format!("clearing the old build tree {}", tree.display()))?;
+    }
+    let step = Step::start(&format!("{}: unpacking {}", def.name, def.source.describe()));
+    source::extract(resolved, tree)?;
+    step.finish("done");
+    let state = WorkState { tree_key: tree_key.to_string(), applied: vec![], configured: false };
+    state.save(work)?;
+    Ok(state)
+}
+
+/// The built kernel into the cache under `key`, with its manifest.
+fn install(def: &Definition, resolved: &source::ResolvedSource, compiler: &str, key: &str, tree: &Path, took: Duration, cache: &Cache) -> anyhow::Result<Entry> {
     let release = process::output("make", &["-s", "-C", &tree.display().to_string(), "kernelrelease"])?;
-    let entry = cache.insert(&key, |staging| {
+    cache.insert(key, |staging| {
         std::fs::copy(tree.join("arch/x86/boot/bzImage"), staging.join("bzImage")).context("copying bzImage")?;
         std::fs::copy(tree.join(".config"), staging.join("config"))?;
         // vmlinux carries the symbols and BTF that tracing and crash analysis want on the host.
         let vmlinux = tree.join("vmlinux");
         let has_vmlinux = vmlinux.is_file() && std::fs::copy(&vmlinux, staging.join("vmlinux")).is_ok();
         Ok(Manifest {
-            key: key.clone(),
+            key: key.to_string(),
             definition: def.name.clone(),
             release: release.clone(),
             source: resolved.identity.clone(),
             patches: def.patches.iter().map(|p| file_name(p)).collect(),
-            compiler: compiler.clone(),
+            compiler: compiler.to_string(),
             prebuilt: false,
             kernel_image: "bzImage".into(),
             vmlinux: has_vmlinux.then(|| "vmlinux".to_string()),
@@ -153,9 +170,7 @@ pub fn build(def: &Definition, kernels: &KernelsDir, cache: &Cache, opts: &Build
             created_unix: now_unix(),
             build_seconds: took.as_secs_f64(),
         })
-    })?;
-    cache.record_input(&input_key, &key)?;
-    Ok(Built { entry, cached: false })
+    })
 }
 
 /// A patch as applied to a build tree: its name and a hash of its code ([`patches::code_digest`]).

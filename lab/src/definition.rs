@@ -285,6 +285,8 @@ pub fn load_file(file: &Path) -> Result<Definition, DefinitionError> {
     parse(file, &text)
 }
 
+type Blame<'a> = &'a dyn Fn(Option<&str>, String) -> DefinitionError;
+
 /// Parse a definition's text; `file` names it in errors and anchors its relative paths.
 pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
     let err = |field: Option<&str>, message: String| DefinitionError {
@@ -292,75 +294,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
         field: field.map(str::to_string),
         message,
     };
-    let raw: RawDefinition = toml::from_str(text).map_err(|e| {
-        // toml blames a span; an unknown key inside a tagged table is blamed on the whole table, so
-        // look for the key's own line to point the user at it.
-        let mut span = e.span();
-        if let Some(unknown) = e.message().strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-            let from = span.as_ref().map(|s| s.start).unwrap_or(0);
-            if let Some(offset) = key_line(text, from, unknown) {
-                span = Some(offset..offset + unknown.len());
-            }
-        }
-        let field = span.as_ref().and_then(|span| key_at(text, span.start));
-        err(field.as_deref(), e.message().to_string() + &location(text, span))
-    })?;
-
+    let raw = parse_toml(text, &err)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    if raw.name != stem {
-        return Err(err(
-            Some("name"),
-            format!("is `{}` but the file is {stem}.toml; the name is how `lab` finds it, so they must match", raw.name),
-        ));
-    }
-    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(err(Some("name"), "must be non-empty and use only letters, digits, `-`, `_` and `.`".into()));
-    }
-
-    let based_on = match &raw.base {
-        None => None,
-        Some(name) => {
-            if raw.source.is_some() {
-                return Err(err(Some("source"), format!("comes from the base `{name}`; a definition with `base` has no source of its own")));
-            }
-            let file = base.join(format!("{name}.toml"));
-            if !file.is_file() || name == &raw.name {
-                return Err(err(Some("base"), format!("`{name}` is not another definition in {}", base.display())));
-            }
-            let def = load_file(&file).map_err(|e| err(Some("base"), format!("`{name}` does not load: {e}")))?;
-            if def.source.is_prebuilt() {
-                return Err(err(Some("base"), format!("`{name}` is a prebuilt image; only a source build can be stacked on")));
-            }
-            Some(def)
-        }
-    };
-    if raw.mutant.is_some() && based_on.is_none() {
-        return Err(err(
-            Some("base"),
-            "a mutant names the kernel it breaks (`base = \"...\"`): the lab stacks it on that kernel and runs the base as its control".into(),
-        ));
-    }
-    let source = match (raw.source, &based_on) {
+    check_name(&raw.name, file, &err)?;
+    let based_on = load_base(&raw, base, &err)?;
+    let source = match (raw.source.clone(), &based_on) {
         (_, Some(def)) => def.source.clone(),
         (Some(source), None) => check_source(source, base, &err)?,
         (None, None) => return Err(err(Some("source"), "is missing: name a source, or a `base` definition to build on".into())),
     };
-
-    if raw.mutant.is_some() && raw.patches.is_none() {
-        return Err(err(Some("mutant"), "a mutant is a patched kernel: it needs `patches`".into()));
-    }
-    if source.is_prebuilt() {
-        if raw.patches.is_some() {
-            return Err(err(Some("patches"), "a prebuilt image cannot be patched; use a source definition".into()));
-        }
-        if !raw.config.is_empty() {
-            return Err(err(Some("config"), "a prebuilt image has its own config; fragments need a source build".into()));
-        }
-        if raw.profile != Profile::Default {
-            return Err(err(Some("profile"), "a prebuilt image cannot be rebuilt with the debug profile".into()));
-        }
-    }
+    check_builds_on(&raw, &source, &err)?;
 
     let mut patches = match &raw.patches {
         None => Vec::new(),
@@ -398,8 +341,82 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionError> {
     })
 }
 
+fn parse_toml(text: &str, err: Blame) -> Result<RawDefinition, DefinitionError> {
+    toml::from_str(text).map_err(|e| {
+        // toml blames a span; an unknown key inside a tagged table is blamed on the whole table, so
+        // look for the key's own line to point the user at it.
+        let mut span = e.span();
+        if let Some(unknown) = e.message().strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            let from = span.as_ref().map(|s| s.start).unwrap_or(0);
+            if let Some(offset) = key_line(text, from, unknown) {
+                span = Some(offset..offset + unknown.len());
+            }
+        }
+        let field = span.as_ref().and_then(|span| key_at(text, span.start));
+        err(field.as_deref(), e.message().to_string() + &location(text, span))
+    })
+}
+
+fn check_name(name: &str, file: &Path, err: Blame) -> Result<(), DefinitionError> {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if name != stem {
+        return Err(err(
+            Some("name"),
+            format!("is `{name}` but the file is {stem}.toml; the name is how `lab` finds it, so they must match"),
+        ));
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(err(Some("name"), "must be non-empty and use only letters, digits, `-`, `_` and `.`".into()));
+    }
+    Ok(())
+}
+
+/// The definition `base` names, loaded: a mutant or a series stacks on its source and patches.
+fn load_base(raw: &RawDefinition, base: &Path, err: Blame) -> Result<Option<Definition>, DefinitionError> {
+    let Some(name) = &raw.base else {
+        if raw.mutant.is_some() {
+            return Err(err(
+                Some("base"),
+                "a mutant names the kernel it breaks (`base = \"...\"`): the lab stacks it on that kernel and runs the base as its control".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if raw.source.is_some() {
+        return Err(err(Some("source"), format!("comes from the base `{name}`; a definition with `base` has no source of its own")));
+    }
+    let file = base.join(format!("{name}.toml"));
+    if !file.is_file() || name == &raw.name {
+        return Err(err(Some("base"), format!("`{name}` is not another definition in {}", base.display())));
+    }
+    let def = load_file(&file).map_err(|e| err(Some("base"), format!("`{name}` does not load: {e}")))?;
+    if def.source.is_prebuilt() {
+        return Err(err(Some("base"), format!("`{name}` is a prebuilt image; only a source build can be stacked on")));
+    }
+    Ok(Some(def))
+}
+
+/// Patches, fragments and a profile need a source build; a mutant needs its patch.
+fn check_builds_on(raw: &RawDefinition, source: &Source, err: Blame) -> Result<(), DefinitionError> {
+    if raw.mutant.is_some() && raw.patches.is_none() {
+        return Err(err(Some("mutant"), "a mutant is a patched kernel: it needs `patches`".into()));
+    }
+    if source.is_prebuilt() {
+        if raw.patches.is_some() {
+            return Err(err(Some("patches"), "a prebuilt image cannot be patched; use a source definition".into()));
+        }
+        if !raw.config.is_empty() {
+            return Err(err(Some("config"), "a prebuilt image has its own config; fragments need a source build".into()));
+        }
+        if raw.profile != Profile::Default {
+            return Err(err(Some("profile"), "a prebuilt image cannot be rebuilt with the debug profile".into()));
+        }
+    }
+    Ok(())
+}
+
 /// A source as written, checked: each error names the `source.*` field to blame.
-fn check_source(raw: RawSource, base: &Path, err: &dyn Fn(Option<&str>, String) -> DefinitionError) -> Result<Source, DefinitionError> {
+fn check_source(raw: RawSource, base: &Path, err: Blame) -> Result<Source, DefinitionError> {
     Ok(match raw {
         RawSource::DebianSource { package } => {
             if !package.starts_with("linux-source-") {

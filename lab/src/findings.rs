@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::suite::{CaseResult, Status};
+use crate::cases::{CaseResult, Status};
 
 pub const FILE: &str = "FINDINGS.toml";
 
@@ -261,7 +261,7 @@ required = false
     fn failed(name: &str, observation: Value) -> CaseResult {
         CaseResult {
             name: name.into(),
-            path: crate::suite::path_of(name),
+            path: crate::cases::path_of(name),
             status: Status::Failed,
             observation: Some(observation),
             failure: Some("snapshot assertion failed".into()),

@@ -70,6 +70,9 @@ pub struct Runner<'a> {
     /// Boot again, once, a guest that failed before the suite started (and say so in the report):
     /// for mutants, whose verdict must rest on the suite, not on a flaky boot.
     pub retry_boot: bool,
+    /// Called with the run that counts (after any retry), to write its outputs and make it
+    /// `latest`; a thrown-away first boot keeps its run folder and is never published.
+    pub publish: &'a (dyn Fn(&SuiteRun) -> anyhow::Result<()> + Sync),
 }
 
 impl Runner<'_> {
@@ -123,7 +126,7 @@ impl Runner<'_> {
             };
             match attempt() {
                 Ok(first) if self.retry_boot && !first.report.suite_started => {
-                    let why = crate::report::describe_outcome(&first.guest.outcome);
+                    let why = first.guest.outcome.describe();
                     eprintln!("lab: {name}: the guest failed before the suite started ({why}); booting it once more");
                     attempt().map(|mut again| {
                         again.report.retried = Some(why);
@@ -133,8 +136,7 @@ impl Runner<'_> {
                 other => other,
             }
         });
-        // A thrown-away first boot keeps its run folder; the run that counts becomes `latest`.
-        let run = run.and_then(|run| crate::report::finish_run(&run).map(|()| run));
+        let run = run.and_then(|run| (self.publish)(&run).map(|()| run));
         KernelRun { name: name.to_string(), def: Some(def), run }
     }
 }
@@ -210,29 +212,10 @@ pub fn differences(rows: &[Row]) -> Vec<Difference> {
     diffs
 }
 
-/// Per-path cell text: passed/failed/known/unsupported, where "known" counts failures a known
-/// kernel finding explains (still failures: the row is red).
-pub fn cells(row: &Row) -> Vec<String> {
-    match (&row.state, &row.report) {
-        (RowState::BuildFailed { .. }, _) => vec!["build failed".into()],
-        (RowState::GuestFailed { outcome, .. }, _) => vec![format!("guest {}", outcome["kind"].as_str().unwrap_or("failed"))],
-        (RowState::Ran, Some(report)) => {
-            let tally = suite::tally(&report.cases);
-            let cell = |t: &suite::Tally| format!("{}/{}/{}/{}", t.passed, t.failed, t.known, t.unsupported);
-            suite::PATHS
-                .iter()
-                .map(|p| tally.iter().find(|(path, _)| path == p).map_or_else(|| "-".into(), |(_, t)| cell(t)))
-                .chain(std::iter::once(cell(&suite::Tally::of(&report.cases))))
-                .collect()
-        }
-        (RowState::Ran, None) => vec!["no report".into()],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{CaseResult, Status};
+    use crate::cases::{CaseResult, Status};
 
     fn row(kernel: &str, received: u64) -> Row {
         let case = CaseResult {
@@ -273,13 +256,5 @@ mod tests {
         assert_eq!(field["a"], "1");
         assert_eq!(field["c"], "0");
         assert!(differences(&[row("a", 1), row("b", 1)]).is_empty());
-    }
-
-    #[test]
-    fn cells_count_per_path_and_red_rows_say_why() {
-        assert_eq!(cells(&row("a", 1)), ["1/0/0/0", "-", "-", "-", "1/0/0/0"]);
-        let broken = Row { kernel: "k".into(), state: RowState::BuildFailed { error: "boom".into() }, report: None };
-        assert_eq!(cells(&broken), ["build failed"]);
-        assert!(!broken.green());
     }
 }

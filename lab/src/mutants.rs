@@ -1,28 +1,22 @@
 //! `lab mutants`: the suite on each deliberately broken kernel, beside its unmutated base (the
 //! control) in the same session, so that a catch is a check the mutant alone makes fail.
 
-use std::path::Path;
+use serde::{Deserialize, Serialize};
 
-use anyhow::Context;
-
-use crate::cache::Cache;
 use crate::definition::{Definition, KernelsDir};
-use crate::matrix::{KernelRun, Runner};
-use crate::report::{self, MutantVerdict};
-use crate::runs;
-use crate::suite::{self, RunReport};
-use crate::vm::VmConfig;
-
-/// How a kernel's VM configuration is made (the accelerator is chosen per host).
-type VmConfigFn<'a> = dyn Fn(&str, &Path) -> anyhow::Result<VmConfig> + Sync + 'a;
+use crate::matrix::KernelRun;
+use crate::cases::{self, CaseResult, Status};
+use crate::selftests::SelftestsOutcome;
+use crate::suite::{RunReport, SuiteRun};
+use crate::vm::Outcome;
 
 /// Every mutant definition, in the definitions' order.
-fn all_mutants(kernels: &KernelsDir) -> anyhow::Result<Vec<Definition>> {
+pub fn all_mutants(kernels: &KernelsDir) -> anyhow::Result<Vec<Definition>> {
     Ok(kernels.load_all()?.into_iter().filter_map(Result::ok).filter(|d| d.mutant.is_some()).collect())
 }
 
 /// The mutants named (all of them when none is), checked to be mutants with a base.
-fn select(kernels: &KernelsDir, names: &[String]) -> anyhow::Result<Vec<Definition>> {
+pub fn select(kernels: &KernelsDir, names: &[String]) -> anyhow::Result<Vec<Definition>> {
     let defs: Vec<Definition> = if names.is_empty() {
         all_mutants(kernels)?
     } else {
@@ -36,7 +30,7 @@ fn select(kernels: &KernelsDir, names: &[String]) -> anyhow::Result<Vec<Definiti
 }
 
 /// Every distinct base, then the mutants: controls first, so they are built before their mutants.
-fn run_list(defs: &[Definition]) -> Vec<String> {
+pub fn run_list(defs: &[Definition]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for base in defs.iter().filter_map(|d| d.base.clone()) {
         if !names.contains(&base) {
@@ -77,8 +71,8 @@ pub fn verdicts(defs: &[Definition], runs: Vec<(String, KernelRun)>) -> Vec<Muta
 fn control_report(k: KernelRun) -> Result<RunReport, String> {
     let run = k.run.map_err(|e| format!("{e:#}"))?;
     let report = run.report;
-    if !report.suite_started || !matches!(run.guest.outcome, crate::vm::Outcome::Exited { .. }) {
-        return Err(format!("its guest {}", report::describe_outcome(&run.guest.outcome)));
+    if !report.suite_started || !matches!(run.guest.outcome, Outcome::Exited { .. }) {
+        return Err(format!("its guest {}", run.guest.outcome.describe()));
     }
     if report.cases.iter().any(|c| c.status.no_verdict()) {
         return Err("its suite did not finish every case".into());
@@ -86,93 +80,8 @@ fn control_report(k: KernelRun) -> Result<RunReport, String> {
     Ok(report)
 }
 
-pub fn run(
-    kernels: &KernelsDir,
-    cache: &Cache,
-    project: &Path,
-    names: &[String],
-    jobs: usize,
-    vm_config: &VmConfigFn<'_>,
-    selftests: bool,
-) -> anyhow::Result<u8> {
-    let defs = select(kernels, names)?;
-    let session = runs::start(&project.join("results").join("mutants"))?;
-    let exes = suite::build_binaries(project)?;
-    let order = run_list(&defs);
-    // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
-    let runner = Runner { kernels, cache, exes: &exes, project, vm_config, retry_boot: true };
-    let builds = std::sync::Mutex::new(());
-    // With --selftests each kernel's selftests run right after its suite, in the same worker: a
-    // session cut short still has both tools' results for every kernel it finished.
-    let finish = |k: KernelRun| {
-        let selftests = selftests.then(|| selftests_of(kernels, cache, project, &k.name, vm_config, &builds));
-        let state = match &k.run {
-            Ok(run) => format!("{} of {} cases with a verdict, guest {}", run.report.with_verdict(), run.report.listed, serde_json::to_value(&run.guest.outcome).ok().and_then(|v| v["kind"].as_str().map(String::from)).unwrap_or_default()),
-            Err(e) => format!("error: {e:#}"),
-        };
-        eprintln!("lab: mutants: {} done ({state})", k.name);
-        (k, selftests)
-    };
-    let (suite_runs, selftests_runs): (Vec<(String, KernelRun)>, Vec<Option<SelftestsOutcome>>) =
-        runner.run_each(&order, jobs, &finish).into_iter().map(|(name, (k, s))| ((name, k), s)).unzip();
-    let verdicts: Vec<MutantVerdict> = verdicts(&defs, suite_runs)
-        .into_iter()
-        .map(|v| MutantVerdict { run: session.id.clone(), date: session.date.clone(), ..v })
-        .collect();
-    let selftests_runs: Vec<SelftestsOutcome> = selftests_runs.into_iter().flatten().collect();
-    let verdicts = if selftests { attach_selftests(&defs, verdicts, &selftests_runs) } else { verdicts };
-    for v in &verdicts {
-        eprintln!("{}", v.line());
-    }
-    // This run's own table, whole; then its rows into the table of every mutant.
-    let table = report::mutant_table(&verdicts);
-    print!("{table}{}", report::both_tools_summary(&verdicts));
-    write_table(&session.dir, &verdicts)?;
-    session.publish()?;
-    let names: Vec<String> = all_mutants(kernels)?.into_iter().map(|d| d.name).collect();
-    let merged = update_table(&project.join("results"), &verdicts, &names)?;
-    println!("results: {} (this run); {} ({} of {} mutants)", session.dir.join("mutants.md").display(), project.join("results/mutants.md").display(), merged.len(), names.len());
-    Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
-}
-
-/// `lab mutants --selftests-only`: the kernel's selftests on the mutants and their controls, their
-/// column written into the rows `results/mutants.json` has (each row keeps the suite verdict of
-/// the run that gave it): the suite need not run again to compare the two tools.
-pub fn selftests_only(
-    kernels: &KernelsDir,
-    cache: &Cache,
-    project: &Path,
-    names: &[String],
-    jobs: usize,
-    vm_config: &VmConfigFn<'_>,
-) -> anyhow::Result<u8> {
-    let defs = select(kernels, names)?;
-    let results = project.join("results");
-    let stored: Vec<MutantVerdict> = match std::fs::read_to_string(results.join("mutants.json")) {
-        Ok(text) => serde_json::from_str(&text).context("reading results/mutants.json")?,
-        Err(_) => vec![],
-    };
-    let rows: Vec<MutantVerdict> = defs
-        .iter()
-        .map(|d| stored.iter().find(|v| v.mutant == d.name).cloned().unwrap_or_else(|| MutantVerdict::not_run(d, "the suite has not run on it (lab mutants)".into())))
-        .collect();
-    let fresh = attach_selftests(&defs, rows, &run_selftests(kernels, cache, project, &run_list(&defs), jobs, vm_config));
-    print!("{}{}", report::mutant_table(&fresh), report::both_tools_summary(&fresh));
-    let all: Vec<String> = all_mutants(kernels)?.into_iter().map(|d| d.name).collect();
-    let _turn = crate::cache::lock(&results.join(".mutants.lock"))?;
-    let merged: Vec<MutantVerdict> = all
-        .iter()
-        .filter_map(|name| fresh.iter().find(|v| v.mutant == *name).or_else(|| stored.iter().find(|v| v.mutant == *name)).cloned())
-        .collect();
-    write_table(&results, &merged)?;
-    println!("results: {} (the selftests column of {} mutant(s) updated)", results.join("mutants.md").display(), fresh.len());
-    Ok(if fresh.iter().all(|v| v.selftests.as_ref().is_some_and(|s| s.caught.is_some())) { 0 } else { 1 })
-}
-
-use crate::selftests::{run_many as run_selftests, selftests_of, SelftestsOutcome};
-
 /// Each mutant's selftests judged against its control's, into its row.
-fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[SelftestsOutcome]) -> Vec<MutantVerdict> {
+pub fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[SelftestsOutcome]) -> Vec<MutantVerdict> {
     let report_of = |name: &str| runs.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_ref().map_err(String::as_str)).unwrap_or(Err("not run"));
     verdicts
         .into_iter()
@@ -182,26 +91,6 @@ fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[S
             MutantVerdict { selftests: Some(selftests), ..v }
         })
         .collect()
-}
-
-fn write_table(dir: &Path, verdicts: &[MutantVerdict]) -> anyhow::Result<()> {
-    runs::write(&dir.join("mutants.md"), &report::mutant_table(verdicts))?;
-    runs::write(&dir.join("mutants.json"), &serde_json::to_string_pretty(verdicts)?)
-}
-
-/// `results/mutants.{json,md}`: every mutant's newest verdict, whichever run gave it, so a run on
-/// a few mutants updates their rows and leaves the others'. Runs finishing together take turns.
-fn update_table(results: &Path, fresh: &[MutantVerdict], mutants: &[String]) -> anyhow::Result<Vec<MutantVerdict>> {
-    let _turn = crate::cache::lock(&results.join(".mutants.lock"))?;
-    let file = results.join("mutants.json");
-    let table: Vec<MutantVerdict> = match std::fs::read_to_string(&file) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-    };
-    let merged = merge(table, fresh, mutants);
-    write_table(results, &merged)?;
-    Ok(merged)
 }
 
 /// Each mutant's newest verdict (by run id, which sorts by start: of two runs finishing together
@@ -217,11 +106,330 @@ pub fn merge(table: Vec<MutantVerdict>, fresh: &[MutantVerdict], mutants: &[Stri
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether the suite caught one mutant, and with what.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MutantVerdict {
+    pub mutant: String,
+    pub breaks: String,
+    pub caught: bool,
+    /// The mutant's guest never ran the suite (boot failure, lab error): neither caught nor missed.
+    #[serde(default)]
+    pub not_run: bool,
+    /// Failing cases per path, e.g. "tx_to_rx: 25" (only cases that pass on the control).
+    pub caught_by: Vec<String>,
+    /// Which checks failed, e.g. "accounting 12, splat 12, payload 3" (cases per kind).
+    #[serde(default)]
+    pub checks: String,
+    /// The first failing case and the first lines of what differed, or the kernel splat; an
+    /// accounting or splat failure is preferred, since that is what an accounting mutant must trip.
+    pub evidence: String,
+    /// The unmutated base kernel's run in the same session: what a catch is measured against.
+    #[serde(default)]
+    pub control: String,
+    /// The `lab mutants` run that gave this verdict (`results/mutants/runs/<run>/`) and when it
+    /// started: the table in `results/` merges runs, so each row says which one it comes from.
+    #[serde(default)]
+    pub run: String,
+    #[serde(default)]
+    pub date: String,
+    /// The kernel's own sockmap selftests on the same mutant and control (`lab mutants --selftests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftests: Option<crate::selftests::MutantSelftests>,
+}
 
-    fn verdict(mutant: &str, caught: bool, run: &str) -> MutantVerdict {
+/// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
+/// unclean, leaked, or sockstat did not return), `splat` (the kernel log), else `payload` (where the
+/// bytes went, errnos, readiness: the rest of the snapshot).
+pub fn failed_checks(case: &CaseResult) -> Vec<&'static str> {
+    let acct = case.observation.as_ref().and_then(|o| o.get("accounting"));
+    let mut kinds = Vec::new();
+    let unclean_socket = acct
+        .and_then(|a| a.get("sockets"))
+        .and_then(|s| s.as_object())
+        .is_some_and(|s| s.values().any(|v| v != "clean"));
+    let sockstat_off = acct
+        .and_then(|a| a.get("sockstat"))
+        .and_then(|s| s.as_object())
+        .is_some_and(|s| s.values().any(|v| v.as_i64().is_some_and(|n| n != 0)));
+    if unclean_socket || sockstat_off {
+        kinds.push("accounting");
+    }
+    if acct.and_then(|a| a.get("splats")).and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty()) {
+        kinds.push("splat");
+    }
+    if kinds.is_empty() {
+        kinds.push("payload");
+    }
+    kinds
+}
+
+fn checks_summary(failed: &[&CaseResult]) -> String {
+    ["accounting", "splat", "payload"]
+        .iter()
+        .map(|kind| (kind, failed.iter().filter(|c| failed_checks(c).contains(kind)).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An accounting failure's own words: "b (cookie ...) destroyed with ... sk_forward_alloc 848", or
+/// the leaked socket, and the first splat line.
+fn accounting_evidence(failure: &str) -> Option<String> {
+    let mut lines = failure.lines().skip_while(|l| !l.starts_with("accounting: "));
+    lines.next()?;
+    let socket = lines.next()?.trim().to_string();
+    let splat = failure.lines().find(|l| l.starts_with("WARNING:") || l.starts_with("BUG:") || l.contains("KASAN"));
+    Some(match splat {
+        Some(s) => format!("{socket}; {}", s.trim()),
+        None => socket,
+    })
+}
+
+impl MutantVerdict {
+    pub fn not_run(def: &Definition, why: String) -> MutantVerdict {
+        MutantVerdict {
+            mutant: def.name.clone(),
+            breaks: def.mutant.clone().unwrap_or_default(),
+            caught: false,
+            not_run: true,
+            caught_by: vec![],
+            checks: String::new(),
+            evidence: format!("not run: {why}"),
+            control: String::new(),
+            run: String::new(),
+            date: String::new(),
+            selftests: None,
+        }
+    }
+
+    /// A mutant is caught by a check that failed in a case which passes on the control (the
+    /// unmutated base kernel, same session), or by a panic, oops or hang after the suite started —
+    /// never by a guest that did not get that far, nor by a failure the base kernel has too.
+    pub fn judge(def: &Definition, run: &SuiteRun, control: Option<&RunReport>) -> MutantVerdict {
+        let report = &run.report;
+        let retried = report.retried.as_ref().map(|why| format!(" (retried once; first attempt: {why})")).unwrap_or_default();
+        if !report.suite_started {
+            return MutantVerdict::not_run(def, format!("boot failed: the guest {}{retried}", run.guest.outcome.describe()));
+        }
+        let passes_on_control = |name: &str| {
+            control.is_none_or(|c| c.cases.iter().any(|k| k.name == name && matches!(k.status, Status::Passed | Status::Unsupported)))
+        };
+        let (failed, excused): (Vec<&CaseResult>, Vec<&CaseResult>) =
+            report.cases.iter().filter(|c| c.status == Status::Failed).partition(|c| passes_on_control(&c.name));
+        let own: Vec<CaseResult> = failed.iter().map(|c| (*c).clone()).collect();
+        let caught_by = cases::tally(&own)
+            .into_iter()
+            .map(|(path, t)| (path, t.failed + t.known))
+            .filter(|(_, failing)| *failing > 0)
+            .map(|(path, failing)| format!("{path}: {failing}"))
+            .collect();
+        let checks = checks_summary(&failed);
+        let by_accounting = failed.iter().find(|c| failed_checks(c) != ["payload"]);
+        // The cases that finished before anything else went wrong are evidence too: an accounting
+        // mutant must be seen failing a check, not merely making the guest misbehave.
+        let case_evidence = by_accounting.or(failed.first()).map(|case| {
+            let failure = case.failure.as_deref().unwrap_or("");
+            let what = accounting_evidence(failure).unwrap_or_else(|| cases::first_difference(failure));
+            format!("{}: {what}", case.name)
+        });
+        let running = report.cases.iter().find(|c| c.status == Status::Crashed).map(|c| format!(" while {} was running", c.name)).unwrap_or_default();
+        let with_cases = |guest: String| match &case_evidence {
+            Some(cases) => format!("{cases}; then {guest}{running}"),
+            None => format!("{guest}{running}"),
+        };
+        let (caught, mut evidence) = match &run.guest.outcome {
+            Outcome::Exited { .. } => match case_evidence {
+                Some(evidence) => (true, evidence),
+                None => (false, "every case that passes on the control passed".to_string()),
+            },
+            Outcome::Panicked { line } | Outcome::Oopsed { line, .. } => (true, with_cases(format!("kernel: {line}"))),
+            Outcome::Hung { after_secs, hint, silent_secs } => (
+                true,
+                with_cases(format!(
+                    "guest hung: {}{}",
+                    crate::vm::hang_reason(*after_secs, *silent_secs),
+                    hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default()
+                )),
+            ),
+            Outcome::VmFailed { code } => (false, format!("the VM did not start (vng exited {code})")),
+        };
+        if !excused.is_empty() {
+            evidence.push_str(&format!(" ({} failing case(s) fail on the control too, not counted: {})", excused.len(), excused[0].name));
+        }
+        evidence.push_str(&retried);
+        MutantVerdict {
+            mutant: def.name.clone(),
+            breaks: def.mutant.clone().unwrap_or_default(),
+            caught,
+            not_run: false,
+            caught_by,
+            checks,
+            evidence,
+            control: control.map(control_summary).unwrap_or_else(|| "no control run".into()),
+            run: String::new(),
+            date: String::new(),
+            selftests: None,
+        }
+    }
+}
+
+/// The control column: the base kernel's own totals.
+pub fn control_summary(control: &RunReport) -> String {
+    let failing = control.cases.iter().filter(|c| c.status.is_failure()).count();
+    format!("{}: {} passed, {failing} failed", control.kernel, control.count(Status::Passed))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::definition::Definition;
+
+    #[test]
+    fn a_failing_case_is_classed_by_the_check_it_tripped() {
+        let case = |obs: serde_json::Value| CaseResult {
+            name: "rx_to_rx_via_sockmap_over_ipv4_1kib".into(),
+            path: "rx_to_rx".into(),
+            status: Status::Failed,
+            observation: Some(obs),
+            failure: None,
+            snapshot: None,
+            finding: None,
+        };
+        let clean = serde_json::json!({"sockets": {"a": "clean", "b": "clean"}, "sockstat": {"tcp_inuse": 0}, "splats": []});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": clean}))), ["payload"]);
+        let unclean = serde_json::json!({"sockets": {"a": "clean", "b": {"unclean": {"forward_alloc": 848}}}, "splats": ["WARNING: at net/ipv4/af_inet.c:156"]});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": unclean}))), ["accounting", "splat"]);
+        let leaked = serde_json::json!({"sockets": {"b": "leaked"}, "sockstat": {"tcp_inuse": 1}, "splats": []});
+        assert_eq!(failed_checks(&case(serde_json::json!({"accounting": leaked}))), ["accounting"]);
+        let failure = "accounting: x did not end clean:\nb (cookie 4101, AF_INET SOCK_STREAM, state 7) destroyed with sk_forward_alloc 848\nkernel log:\nWARNING: CPU: 1 PID: 25 at net/ipv4/af_inet.c:156 inet_sock_destruct\n";
+        assert_eq!(
+            accounting_evidence(failure).unwrap(),
+            "b (cookie 4101, AF_INET SOCK_STREAM, state 7) destroyed with sk_forward_alloc 848; WARNING: CPU: 1 PID: 25 at net/ipv4/af_inet.c:156 inet_sock_destruct"
+        );
+    }
+
+    fn mutant_def(dir: &std::path::Path) -> Definition {
+        std::fs::create_dir_all(dir.join("mutants/x")).unwrap();
+        std::fs::write(dir.join("mutants/x/0001-x.patch"), "").unwrap();
+        std::fs::write(dir.join("base-k.toml"), "name = \"base-k\"\n[source]\nkind = \"debian-source\"\npackage = \"linux-source-6.12\"\n").unwrap();
+        crate::definition::parse(
+            &dir.join("mutant-x.toml"),
+            "name = \"mutant-x\"\nmutant = \"leaks a psock\"\nbase = \"base-k\"\npatches = \"mutants/x\"\n",
+        )
+        .unwrap()
+    }
+
+    pub(crate) fn case(name: &str, status: Status) -> CaseResult {
+        let failed = status == Status::Failed;
+        CaseResult {
+            name: name.into(),
+            path: cases::path_of(name),
+            status,
+            observation: failed.then(|| serde_json::json!({"accounting": {"sockets": {"b": "leaked"}, "splats": []}})),
+            failure: failed.then(|| "accounting: x did not end clean:\nleaked socket: b (cookie 4099) not destroyed within 5s\n".into()),
+            snapshot: None,
+            finding: None,
+        }
+    }
+
+    pub(crate) fn report(kernel: &str, cases: Vec<CaseResult>, suite_started: bool) -> RunReport {
+        RunReport {
+            kernel: kernel.into(),
+            run: String::new(),
+            release: "6.12.117".into(),
+            accel: "tcg".into(),
+            guest: serde_json::Value::Null,
+            guest_seconds: 1300.0,
+            listed: cases.len(),
+            cases,
+            suite_started,
+            problems: vec![],
+            retried: None,
+            totals: Default::default(),
+            findings: Default::default(),
+        }
+    }
+
+    fn mutant_run(outcome: Outcome, cases: Vec<CaseResult>, suite_started: bool) -> SuiteRun {
+        SuiteRun {
+            report: report("mutant-x", cases, suite_started),
+            guest: crate::vm::GuestRun { outcome, stdout: vec![], console: String::new(), wall: std::time::Duration::from_secs(1300) },
+            results: "/tmp/x".into(),
+            cfg: crate::vm::VmConfig {
+                accel: crate::vm::Accel::Tcg,
+                memory: "2G".into(),
+                cpus: 2,
+                timeout: std::time::Duration::from_secs(3600),
+                silence: None,
+                show_console: false,
+                rwdirs: vec![],
+                cwd: None,
+                console_log: "/tmp/c.log".into(),
+            },
+            run: None,
+        }
+    }
+
+    pub(crate) const LEAKY: &str = "rx_to_tx_via_sockmap_over_ipv4_1kib";
+
+    #[test]
+    fn a_mutant_that_hangs_the_guest_still_shows_the_accounting_failures_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let hung = Outcome::Hung { after_secs: 1300, hint: None, silent_secs: Some(300) };
+        let run = mutant_run(hung, vec![case(LEAKY, Status::Failed)], true);
+        let v = MutantVerdict::judge(&def, &run, None);
+        assert!(v.caught);
+        assert_eq!(v.checks, "accounting 1");
+        assert!(v.evidence.starts_with("rx_to_tx_via_sockmap_over_ipv4_1kib: leaked socket: b (cookie 4099)"), "{}", v.evidence);
+        assert!(v.evidence.ends_with("then guest hung: no output for 300s, 1300s into the run"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn a_guest_that_fails_before_the_suite_starts_is_not_run_not_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        for outcome in [
+            Outcome::Hung { after_secs: 300, hint: None, silent_secs: Some(300) },
+            Outcome::Panicked { line: "Kernel panic - not syncing: int3".into() },
+            Outcome::VmFailed { code: 255 },
+        ] {
+            let v = MutantVerdict::judge(&def, &mutant_run(outcome.clone(), vec![], false), None);
+            assert!(!v.caught && v.not_run, "{outcome:?} must not be a catch: {v:?}");
+            assert!(v.evidence.starts_with("not run: boot failed"), "{}", v.evidence);
+        }
+    }
+
+    #[test]
+    fn a_panic_during_the_suite_is_a_catch_named_with_the_running_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let panic = Outcome::Panicked { line: "Kernel panic - not syncing: Fatal exception".into() };
+        let run = mutant_run(panic, vec![case("tx_to_rx_via_sockmap_over_ipv4_1b", Status::Crashed)], true);
+        let v = MutantVerdict::judge(&def, &run, None);
+        assert!(v.caught);
+        assert!(v.evidence.ends_with("while tx_to_rx_via_sockmap_over_ipv4_1b was running"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn only_cases_that_pass_on_the_control_catch_a_mutant() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = mutant_def(dir.path());
+        let exited = Outcome::Exited { code: 1 };
+        let run = mutant_run(exited, vec![case(LEAKY, Status::Failed)], true);
+        let racy_control = report("base-k", vec![case(LEAKY, Status::Failed)], true);
+        let v = MutantVerdict::judge(&def, &run, Some(&racy_control));
+        assert!(!v.caught, "a failure the base kernel has too is not the mutant's: {v:?}");
+        assert!(v.evidence.contains("fail on the control too"), "{}", v.evidence);
+        assert_eq!(v.control, "base-k: 0 passed, 1 failed");
+        let clean_control = report("base-k", vec![case(LEAKY, Status::Passed)], true);
+        let v = MutantVerdict::judge(&def, &run, Some(&clean_control));
+        assert!(v.caught && v.caught_by == ["rx_to_tx: 1"], "{v:?}");
+        assert_eq!(v.control, "base-k: 1 passed, 0 failed");
+    }
+
+    pub(crate) fn verdict(mutant: &str, caught: bool, run: &str) -> MutantVerdict {
         MutantVerdict {
             mutant: mutant.into(),
             breaks: "x".into(),
@@ -237,51 +445,8 @@ mod tests {
         }
     }
 
-    fn names(list: &[&str]) -> Vec<String> {
+    pub(crate) fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn a_run_on_some_mutants_updates_their_rows_and_keeps_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let all = names(&["mutant-a", "mutant-b", "mutant-c"]);
-        let full = [verdict("mutant-a", true, "20261201T000000.000Z-1-0"), verdict("mutant-b", true, "20261201T000000.000Z-1-0"), verdict("mutant-c", false, "20261201T000000.000Z-1-0")];
-        update_table(dir.path(), &full, &all).unwrap();
-        let subset = [verdict("mutant-b", false, "20261202T000000.000Z-2-0")];
-        let table = update_table(dir.path(), &subset, &all).unwrap();
-        let rows: Vec<(&str, bool, &str)> = table.iter().map(|v| (v.mutant.as_str(), v.caught, v.run.as_str())).collect();
-        assert_eq!(
-            rows,
-            [("mutant-a", true, "20261201T000000.000Z-1-0"), ("mutant-b", false, "20261202T000000.000Z-2-0"), ("mutant-c", false, "20261201T000000.000Z-1-0")]
-        );
-        let on_disk: Vec<MutantVerdict> = serde_json::from_str(&std::fs::read_to_string(dir.path().join("mutants.json")).unwrap()).unwrap();
-        assert_eq!(on_disk.len(), 3);
-        let md = std::fs::read_to_string(dir.path().join("mutants.md")).unwrap();
-        assert_eq!(md.lines().filter(|l| l.starts_with("| mutant-")).count(), 3, "{md}");
-    }
-
-    #[test]
-    fn the_table_shows_both_tools_and_the_mutants_only_one_catches() {
-        let with = |mutant: &str, lab: bool, selftests: Option<bool>| MutantVerdict {
-            selftests: Some(crate::selftests::MutantSelftests {
-                caught: selftests,
-                caught_by: if selftests == Some(true) { vec!["test_progs:sockmap_basic/x".into()] } else { vec![] },
-                evidence: "test_progs:sockmap_basic/x: FAIL".into(),
-                control: "base: 805 passed, 0 failed, 1 skipped".into(),
-            }),
-            ..verdict(mutant, lab, "r")
-        };
-        let rows = [with("mutant-a", true, Some(true)), with("mutant-b", true, Some(false)), with("mutant-c", false, Some(true)), with("mutant-d", true, None)];
-        let table = report::mutant_table(&rows);
-        assert!(table.contains("| kernel selftests |"), "{table}");
-        assert!(table.contains("caught by 1 test(s): test_progs:sockmap_basic/x: FAIL"), "{table}");
-        assert!(table.contains("**missed**"), "{table}");
-        let summary = report::both_tools_summary(&rows);
-        assert_eq!(
-            summary.trim(),
-            "Of 3 mutants run by both: the lab's suite catches 2, the kernel's selftests 2; only the suite: mutant-b; only the selftests: mutant-c"
-        );
-        assert_eq!(report::both_tools_summary(&[verdict("mutant-a", true, "r")]), "");
     }
 
     #[test]

@@ -734,7 +734,7 @@ pub fn results_group(project: &Path, kernel: &str) -> PathBuf {
 }
 
 /// Boot the kernel and run its selftests; the results land in a new run folder (not yet `latest`:
-/// [`crate::report::finish_selftests`] publishes it once everything is written).
+/// the caller's publish hook (`lab::cli::selftests::publish`) makes it `latest` once everything is written).
 pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut cfg: crate::vm::VmConfig, filter: Option<&str>) -> anyhow::Result<SelftestsRun> {
     let config = KernelConfig::parse(&std::fs::read_to_string(entry.config()).unwrap_or_default());
     let plan = plan(&built.manifest, &config, entry.manifest.prebuilt, filter);
@@ -761,7 +761,7 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
     std::fs::write(run.dir.join("output.log"), &output)?;
     let (results, mut problems) = collect(&output, &plan);
     if !matches!(guest.outcome, crate::vm::Outcome::Exited { .. }) {
-        problems.insert(0, format!("the guest {} {}", crate::report::describe_outcome(&guest.outcome), running_when(&output, &guest.console)));
+        problems.insert(0, format!("the guest {} {}", guest.outcome.describe(), running_when(&output, &guest.console)));
     }
     let report = SelftestsReport {
         kernel: def.name.clone(),
@@ -782,13 +782,14 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
 // ---- beside the suite, on mutants and in the matrix ----------------------------------------------
 
 /// Build (taking turns with other builds: they use every core) and run one kernel's selftests, and
-/// publish the run.
+/// hand the run to `publish` (which writes its JUnit and summary and makes it `latest`).
 pub fn run_kernel(
     kernels: &crate::definition::KernelsDir,
     cache: &Cache,
     project: &Path,
     name: &str,
     vm_config: &VmConfigFn<'_>,
+    publish: &PublishFn<'_>,
     builds: &std::sync::Mutex<()>,
 ) -> anyhow::Result<SelftestsRun> {
     let def = kernels.load(name)?;
@@ -800,18 +801,28 @@ pub fn run_kernel(
     };
     let cfg = vm_config(name, &entry.kernel_image())?;
     let run = run(&def, &entry, &tests, project, cfg, None)?;
-    crate::report::finish_selftests(&run)?;
+    publish(&run)?;
     Ok(run)
 }
 
 /// How a kernel's VM configuration is made (the accelerator is chosen per host).
 pub type VmConfigFn<'a> = dyn Fn(&str, &Path) -> anyhow::Result<crate::vm::VmConfig> + Sync + 'a;
 
+/// What happens to a finished run before it counts: its outputs written, then made `latest`.
+pub type PublishFn<'a> = dyn Fn(&SelftestsRun) -> anyhow::Result<()> + Sync + 'a;
+
 /// One kernel's selftests for a table (mutants, matrix): the report, or why there is none.
 pub type SelftestsOutcome = (String, Result<SelftestsReport, String>);
 
-pub fn selftests_of(kernels: &crate::definition::KernelsDir, cache: &Cache, project: &Path, name: &str, vm_config: &VmConfigFn<'_>, builds: &std::sync::Mutex<()>) -> SelftestsOutcome {
-    let run = run_kernel(kernels, cache, project, name, vm_config, builds).map(|r| r.report).map_err(|e| format!("{e:#}"));
+pub fn selftests_of(
+    kernels: &crate::definition::KernelsDir,
+    cache: &Cache,
+    project: &Path,
+    name: &str,
+    (vm_config, publish): (&VmConfigFn<'_>, &PublishFn<'_>),
+    builds: &std::sync::Mutex<()>,
+) -> SelftestsOutcome {
+    let run = run_kernel(kernels, cache, project, name, vm_config, publish, builds).map(|r| r.report).map_err(|e| format!("{e:#}"));
     let state = match &run {
         Ok(r) => format!("{} passed, {} failed, {} skipped{}", r.totals.passed, r.totals.failed, r.totals.skipped, r.problems.first().map(|p| format!("; {p}")).unwrap_or_default()),
         Err(e) => format!("error: {e}"),
@@ -821,14 +832,21 @@ pub fn selftests_of(kernels: &crate::definition::KernelsDir, cache: &Cache, proj
 }
 
 /// The selftests on each kernel of the list, `jobs` guests at once (builds take turns).
-pub fn run_many(kernels: &crate::definition::KernelsDir, cache: &Cache, project: &Path, names: &[String], jobs: usize, vm_config: &VmConfigFn<'_>) -> Vec<SelftestsOutcome> {
+pub fn run_many(
+    kernels: &crate::definition::KernelsDir,
+    cache: &Cache,
+    project: &Path,
+    names: &[String],
+    jobs: usize,
+    hooks: (&VmConfigFn<'_>, &PublishFn<'_>),
+) -> Vec<SelftestsOutcome> {
     let queue = std::sync::Mutex::new(names.iter().cloned().collect::<std::collections::VecDeque<_>>());
     let (builds, done) = (std::sync::Mutex::new(()), std::sync::Mutex::new(Vec::new()));
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
                 let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
-                let outcome = selftests_of(kernels, cache, project, &name, vm_config, &builds);
+                let outcome = selftests_of(kernels, cache, project, &name, hooks, &builds);
                 done.lock().unwrap_or_else(|e| e.into_inner()).push(outcome);
             });
         }

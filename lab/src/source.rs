@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::apt::{find_deb, AptView};
+use crate::apt::{find_deb, AptView, IMAGE_PARTS};
 use crate::cache::Cache;
 use crate::definition::Source;
 use crate::process;
@@ -199,9 +199,6 @@ fn image_parts(deb: &Path) -> anyhow::Result<Vec<String>> {
     let depends = process::output("dpkg-deb", &["-f", &deb.display().to_string(), "Depends"])?;
     Ok(parts_in_depends(&depends))
 }
-
-/// What a 7.x `linux-image-*` package is made of: each prefix plus the image's own suffix.
-pub const IMAGE_PARTS: [&str; 3] = ["linux-binary-", "linux-modules-", "linux-base-"];
 
 fn parts_in_depends(depends: &str) -> Vec<String> {
     depends

@@ -6,7 +6,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,19 @@ pub enum Outcome {
     },
     /// vng or QEMU failed before the guest ran anything.
     VmFailed { code: i32 },
+}
+
+impl Outcome {
+    /// How a guest run ended, in words for a verdict ("hung: no output for 300s, ...").
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Exited { code } => format!("exited {code} before running a case"),
+            Outcome::Panicked { line } => format!("panicked: {line}"),
+            Outcome::Oopsed { line, .. } => format!("oopsed: {line}"),
+            Outcome::Hung { after_secs, silent_secs, .. } => format!("hung: {}", hang_reason(*after_secs, *silent_secs)),
+            Outcome::VmFailed { code } => format!("VM did not start (vng exited {code})"),
+        }
+    }
 }
 
 /// Why a hung guest was killed, for messages: "no exit within 900s" or "no output for 300s (...)".
@@ -220,69 +234,29 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
 
     let console = Arc::new(Mutex::new(String::new()));
     // Milliseconds since `started` of the last output from the guest, on either stream.
-    let last_output = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let heard = move |last: &std::sync::atomic::AtomicU64| last.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-    let mut log = std::fs::File::create(&cfg.console_log)
+    let last_output = Arc::new(AtomicU64::new(0));
+    let log = std::fs::File::create(&cfg.console_log)
         .with_context(|| format!("cannot create console log {}", cfg.console_log.display()))?;
     let stderr = child.stderr.take().expect("piped");
-    let console_reader = {
-        let console = Arc::clone(&console);
-        let last_output = Arc::clone(&last_output);
-        let show = cfg.show_console;
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut raw = Vec::new();
-            while reader.read_until(b'\n', &mut raw).map(|n| n > 0).unwrap_or(false) {
-                heard(&last_output);
-                let _ = log.write_all(&raw);
-                let line = String::from_utf8_lossy(&raw);
-                if show {
-                    eprint!("{line}");
-                }
-                console.lock().unwrap().push_str(&line);
-                raw.clear();
-            }
-        })
-    };
+    let console_reader = read_console(stderr, log, Arc::clone(&console), Arc::clone(&last_output), started, cfg.show_console);
     let mut stdout = child.stdout.take().expect("piped");
-    let captured = Arc::new(Mutex::new(Vec::new()));
+    let mut captured = Vec::new();
 
     let (code, killed) = std::thread::scope(|s| {
-        let captured = Arc::clone(&captured);
-        let last = Arc::clone(&last_output);
+        let last = &last_output;
+        let captured = &mut captured;
         s.spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stdout.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                heard(&last);
+                heard(last, started);
                 on_stdout(&buf[..n]);
-                captured.lock().unwrap().extend_from_slice(&buf[..n]);
+                captured.extend_from_slice(&buf[..n]);
             }
         });
-        let result = loop {
-            let now = started.elapsed();
-            let quiet = now.saturating_sub(Duration::from_millis(last_output.load(std::sync::atomic::Ordering::Relaxed)));
-            let killed = if now >= cfg.timeout {
-                Some(Killed::Timeout(cfg.timeout))
-            } else {
-                cfg.silence.filter(|limit| quiet >= *limit).map(|_| Killed::Silent { quiet, after: now })
-            };
-            match child.try_wait() {
-                Ok(Some(status)) => break (status.code(), None),
-                Ok(None) if killed.is_some() => {
-                    process::kill_group(pgid);
-                    let _ = child.wait();
-                    break (None, killed);
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(_) => {
-                    process::kill_group(pgid);
-                    break (None, None);
-                }
-            }
-        };
+        let result = wait_or_kill(&mut child, pgid, cfg, started, &last_output);
         // vng may have left QEMU (or a helper) behind; the group goes either way, which also
         // closes the pipes the reader threads are blocked on.
         process::kill_group(pgid);
@@ -291,9 +265,58 @@ pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl 
     process::unregister(pgid);
     let _ = console_reader.join();
     let console = console.lock().unwrap().clone();
-    let stdout = captured.lock().unwrap().clone();
     let outcome = classify(code, killed, &console, console.contains(STARTED));
-    Ok(GuestRun { outcome, stdout, console, wall: started.elapsed() })
+    Ok(GuestRun { outcome, stdout: captured, console, wall: started.elapsed() })
+}
+
+/// The guest said something: when, in milliseconds since `started`, for the silence limit.
+fn heard(last: &AtomicU64, started: Instant) {
+    last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+/// vng's stderr, the kernel console: into the log, the run's copy, and the terminal when shown.
+fn read_console(stderr: ChildStderr, mut log: std::fs::File, console: Arc<Mutex<String>>, last_output: Arc<AtomicU64>, started: Instant, show: bool) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut raw = Vec::new();
+        while reader.read_until(b'\n', &mut raw).map(|n| n > 0).unwrap_or(false) {
+            heard(&last_output, started);
+            let _ = log.write_all(&raw);
+            let line = String::from_utf8_lossy(&raw);
+            if show {
+                eprint!("{line}");
+            }
+            console.lock().unwrap().push_str(&line);
+            raw.clear();
+        }
+    })
+}
+
+/// Wait for vng to exit, killing its group past the timeout or the silence limit: the exit code,
+/// or why it was killed.
+fn wait_or_kill(child: &mut Child, pgid: i32, cfg: &VmConfig, started: Instant, last_output: &AtomicU64) -> (Option<i32>, Option<Killed>) {
+    loop {
+        let now = started.elapsed();
+        let quiet = now.saturating_sub(Duration::from_millis(last_output.load(Ordering::Relaxed)));
+        let killed = if now >= cfg.timeout {
+            Some(Killed::Timeout(cfg.timeout))
+        } else {
+            cfg.silence.filter(|limit| quiet >= *limit).map(|_| Killed::Silent { quiet, after: now })
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => return (status.code(), None),
+            Ok(None) if killed.is_some() => {
+                process::kill_group(pgid);
+                let _ = child.wait();
+                return (None, killed);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => {
+                process::kill_group(pgid);
+                return (None, None);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@ fn sample() -> GuestResults {
     bench::parse_guest(SAMPLE).expect("the sample parses")
 }
 
+/// The plot's data lines: plotters draws axes and ticks as thin polylines too, a series 2 px wide.
+fn data_lines(svg: &str) -> usize {
+    svg.split("<polyline").skip(1).filter(|tag| tag.split('>').next().unwrap_or("").contains(r#"stroke-width="2""#)).count()
+}
+
 /// Every path has a row for every size, with figures, and the table and plot say so.
 fn assert_complete(bench: &KernelBench) {
     for &path in PATHS {
@@ -57,17 +62,20 @@ fn a_guest_sample_becomes_a_table_json_and_a_plot() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut report = BenchReport { kernels: vec![base, other], comparison: Some(comparison), wall_seconds: 100.0, files: vec![] };
-    report.files = bench::write(&report, dir.path()).unwrap();
+    report.files = lab::cli::bench::write(&report, dir.path()).unwrap();
     let names: Vec<String> = report.files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
         names,
         [
             "debian-6.12.json",
-            "debian-6.12.svg",
             "debian-6.1.json",
-            "debian-6.1.svg",
             "debian-6.12-vs-debian-6.1.json",
-            "debian-6.12-vs-debian-6.1.svg"
+            "debian-6.12.svg",
+            "debian-6.12-ratios.svg",
+            "debian-6.1.svg",
+            "debian-6.1-ratios.svg",
+            "debian-6.12-vs-debian-6.1.svg",
+            "debian-6.12-vs-debian-6.1-ratios.svg"
         ]
     );
 
@@ -78,13 +86,26 @@ fn a_guest_sample_becomes_a_table_json_and_a_plot() {
 
     let svg = std::fs::read_to_string(dir.path().join("debian-6.12.svg")).unwrap();
     assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"), "{svg}");
-    assert_eq!(svg.matches("<polyline").count(), PATHS.len(), "a line per path");
+    assert_eq!(data_lines(&svg), PATHS.len(), "a line per path");
     assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     assert!(svg.contains("TCG"), "the plot says the figures are emulated");
     let both = std::fs::read_to_string(dir.path().join("debian-6.12-vs-debian-6.1.svg")).unwrap();
-    assert_eq!(both.matches("<polyline").count(), 2 * PATHS.len());
+    assert_eq!(data_lines(&both), 2 * PATHS.len());
+    // Ratios: a line per path but TCP (TCP over itself is the thin reference line at 1); with a second
+    // kernel, both kernels' lines, and beside them the second over the first for every path.
+    let ratios = std::fs::read_to_string(dir.path().join("debian-6.12-ratios.svg")).unwrap();
+    assert_eq!(data_lines(&ratios), PATHS.len() - 1, "{ratios}");
+    assert!(ratios.contains("each path / plain TCP") && !ratios.contains("NaN"), "{ratios}");
+    let pair = std::fs::read_to_string(dir.path().join("debian-6.12-vs-debian-6.1-ratios.svg")).unwrap();
+    assert_eq!(data_lines(&pair), 2 * (PATHS.len() - 1) + PATHS.len(), "{pair}");
+    assert!(pair.contains("debian-6.1 / debian-6.12"), "{pair}");
 
-    let text = bench::render(&report);
+    // The plots are drawn again from the run folder's JSON alone, as `lab bench-plot` does.
+    let back = lab::cli::bench::read(dir.path()).unwrap();
+    assert_eq!(back.kernels.iter().map(|k| k.kernel.as_str()).collect::<Vec<_>>(), ["debian-6.12", "debian-6.1"]);
+    assert!(back.comparison.is_some());
+
+    let text = lab::render::bench::report(&report);
     assert!(text.contains("under TCG") && text.contains("read the ratios"), "{text}");
     for label in ["16 B", "1 KiB", "64 KiB"] {
         assert!(text.contains(label), "{label} column: {text}");
@@ -169,7 +190,7 @@ fn a_tiny_bench_runs_in_a_real_guest() {
         bench::summarize("debian-6.12", &built.entry.manifest.release, accel, cpus, vec![results], vec![run.wall.as_secs_f64()]).unwrap();
     assert_complete(&summary);
     let report = BenchReport { kernels: vec![summary], comparison: None, wall_seconds: run.wall.as_secs_f64(), files: vec![] };
-    let text = bench::render(&report);
+    let text = lab::render::bench::report(&report);
     assert!(text.contains(&format!("under {}", accel.as_str().to_uppercase())), "{text}");
     assert!(!text.contains("error") && !text.contains("failed"), "{text}");
 }

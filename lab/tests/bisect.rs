@@ -181,7 +181,7 @@ fn skips_around_the_culprit_leave_git_undecided_and_the_report_says_so() {
 
     let mut skipped = record(&commits[6], Verdict::Skip);
     skipped.reason = "does not build: net/ipv4/tcp_bpf.c:42:1: error: expected ';'".into();
-    let report = bisect::render_report(&found, &[skipped], 9, Duration::from_secs(125), false);
+    let report = lab::render::bisect::report(&found, &[skipped], 9, Duration::from_secs(125), false);
     assert!(report.contains("git cannot decide"), "{report}");
     assert!(report.contains(&format!("{} c7  [skip: does not build: net/ipv4/tcp_bpf.c", commits[6])), "{report}");
     assert!(report.contains("not tested (the bad end)"), "{report}");
@@ -219,21 +219,21 @@ fn an_answer_next_to_an_untested_end_is_checked_against_that_end() {
     let found = run("exit 1", 1);
     assert_eq!(found.conclusion, Conclusion::FirstBad(rev(1)));
     assert_eq!(found.end_checks, [bisect::EndCheck { rev: rev(0), assumed: Verdict::Good, found: Verdict::Bad }]);
-    let report = bisect::render_report(&found, &[], 7, Duration::from_secs(1), false);
+    let report = lab::render::bisect::report(&found, &[], 7, Duration::from_secs(1), false);
     assert!(report.contains(&format!("no answer: the good end {} c1 is bad", commits[0])), "{report}");
     assert!(!report.contains("first bad commit"), "{report}");
 
     // Nothing failing: git names the bad end, which passes.
     let found = run("exit 0", 2);
     assert_eq!(found.end_checks, [bisect::EndCheck { rev: rev(7), assumed: Verdict::Bad, found: Verdict::Good }]);
-    let report = bisect::render_report(&found, &[], 7, Duration::from_secs(1), false);
+    let report = lab::render::bisect::report(&found, &[], 7, Duration::from_secs(1), false);
     assert!(report.contains("no answer: the bad end") && report.contains("nothing in the range breaks them"), "{report}");
 
     // A real culprit right after good: the good end is checked and the answer stands.
     let found = run("test $n -lt 2", 3);
     assert_eq!(found.conclusion, Conclusion::FirstBad(rev(1)));
     assert_eq!(found.end_checks, [bisect::EndCheck { rev: rev(0), assumed: Verdict::Good, found: Verdict::Good }]);
-    let report = bisect::render_report(&found, &[], 7, Duration::from_secs(1), false);
+    let report = lab::render::bisect::report(&found, &[], 7, Duration::from_secs(1), false);
     assert!(report.contains(&format!("first bad commit: {} c2", commits[1])), "{report}");
     assert!(report.contains(&format!("checked: the good end {}, which git takes on trust, is good", &commits[0][..12])), "{report}");
     assert_eq!(tree_state(&repo).lines().next(), Some(commits[7].as_str()));
@@ -244,17 +244,17 @@ fn the_report_names_the_commit_shows_the_evidence_and_every_step() {
     let first_bad = "f".repeat(40);
     let steps = [record(&"a".repeat(40), Verdict::Good), record(&first_bad, Verdict::Bad)];
     let found = answer(Conclusion::FirstBad(bisect::Rev { commit: first_bad.clone(), subject: "sock_map: ignore ingress".into() }));
-    let report = bisect::render_report(&found, &steps, 17, Duration::from_secs(430), false);
+    let report = lab::render::bisect::report(&found, &steps, 17, Duration::from_secs(430), false);
     assert!(report.contains(&format!("first bad commit: {first_bad} sock_map: ignore ingress")), "{report}");
     assert!(report.contains("evidence from its step (debian-6.12-ffffffffffff): why"), "{report}");
     assert!(report.contains("guest: exited 1"), "{report}");
     assert!(report.contains("--- tx_to_rx_via_sockmap_over_ipv4_1kib ---\n-    bytes: 1024\n+    bytes: 0"), "{report}");
     assert!(report.contains("2 step(s) for 17 commit(s) after good, wall time 7m10s"), "{report}");
-    assert!(report.contains("1    aaaaaaaaaaaa good       1m36s      17s  subject of aaaa"), "{report}");
+    assert!(report.contains("1  aaaaaaaaaaaa  good     1m36s  17s  subject of aaaa"), "{report}");
 
     // The answer is the bad end, never tested: the closest bad step's evidence stands in.
     let untested = answer(Conclusion::FirstBad(bisect::Rev { commit: "e".repeat(40), subject: "tip".into() }));
-    let report = bisect::render_report(&untested, &steps, 17, Duration::from_secs(1), false);
+    let report = lab::render::bisect::report(&untested, &steps, 17, Duration::from_secs(1), false);
     assert!(report.contains("evidence from the closest bad step, ffffffffffff"), "{report}");
 }
 

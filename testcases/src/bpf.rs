@@ -4,7 +4,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::libbpf_sys;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramMut};
 
 use crate::sys::{Errno, Sock};
@@ -40,6 +40,7 @@ pub enum Counter {
     HelperErrors = 5,
     PulledLen = 6,
     PulledFirstByte = 7,
+    HelperErrno = 8,
 }
 
 /// PUSH_FILL in bpf/sockmap.h.
@@ -181,6 +182,17 @@ impl<'obj> Bpf<'obj> {
         Ok(())
     }
 
+    /// The ids of the loaded programs: a program id stays valid until its last reference (the
+    /// map's attachment, every psock that copied it) is gone.
+    pub fn prog_ids(&self) -> Vec<u32> {
+        self.skel
+            .object()
+            .progs()
+            .filter(|p| p.autoload())
+            .filter_map(|p| libbpf_rs::Program::id_from_fd(p.as_fd()).ok())
+            .collect()
+    }
+
     pub fn counter(&self, counter: Counter) -> u64 {
         let value = self
             .skel
@@ -191,4 +203,16 @@ impl<'obj> Bpf<'obj> {
             .expect("counters is an array: every index exists");
         u64::from_ne_bytes(value.try_into().expect("counters hold u64"))
     }
+}
+
+/// Whether a program with this id still exists (anything still holds a reference to it).
+pub fn prog_exists(id: u32) -> bool {
+    // SAFETY: plain syscall wrapper; a non-negative return is a descriptor we close at once.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just returned to us and nothing else uses it.
+    unsafe { libc::close(fd) };
+    true
 }

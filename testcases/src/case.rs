@@ -19,6 +19,7 @@ use crate::rig::{observe, Rig, Scenario};
 pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnce(&mut Rig<'_>)) {
     require_guest();
     abort_if_asked(name);
+    let started = std::time::Instant::now();
     capture_libbpf_log();
     enter_fresh_netns().expect("entering a fresh network namespace");
     let audit = Audit::begin();
@@ -26,7 +27,8 @@ pub fn run_case(name: &str, scenario: Scenario, config: Config, body: impl FnOnc
     let mut ledger = Ledger::default();
     let (observation, stalls) = observe(scenario, config, &mut ledger, body);
     let (accounting, unclean) = audit.finish(&ledger);
-    check(name, &Observed { observation, accounting }, mechanism, unclean, &stalls);
+    let observed = Observed { observation, accounting };
+    check(name, &observed, mechanism, unclean, &stalls, started.elapsed().as_secs_f64());
 }
 
 /// The lab's test-only crash switch (`lab test --abort-case`): the named case kills its whole test
@@ -70,6 +72,8 @@ struct CaseResult<'a> {
     accounting_probe: Mechanism,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
+    /// Guest wall time the case took up to its check, for finding where the suite's time goes.
+    seconds: f64,
     observation: &'a Observed,
 }
 
@@ -77,7 +81,7 @@ struct CaseResult<'a> {
 /// differently on purpose), else with snapshots/<name>.snap; then writes the result file. `unclean`
 /// is the accounting's evidence against the case, if any; `stalls` the waits that gave up, which a
 /// failure starts with (a passing case may wait out a bound on purpose, for data that must not come).
-fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<String>, stalls: &[String]) {
+fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<String>, stalls: &[String], seconds: f64) {
     let release = kernel_release();
     let family = snapshot_family(&release, std::env::var("LAB_JUDGE_AS").ok().as_deref());
     let dir = snapshot_dir();
@@ -127,6 +131,7 @@ fn check(name: &str, observed: &Observed, mechanism: Mechanism, unclean: Option<
         snapshot,
         accounting_probe: mechanism,
         failure,
+        seconds,
         observation: observed,
     });
 

@@ -30,13 +30,33 @@ pub fn enter_fresh_netns() -> io::Result<()> {
     bring_up_loopback()
 }
 
-fn bring_up_loopback() -> io::Result<()> {
-    let sock = Sock::new(libc::AF_INET, libc::SOCK_DGRAM).map_err(io::Error::from)?;
+fn loopback_request() -> libc::ifreq {
     // SAFETY: ifreq is plain data; all-zero is a valid empty request.
     let mut ifr: libc::ifreq = unsafe { MaybeUninit::zeroed().assume_init() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
+    ifr
+}
+
+/// Sets the MTU of the namespace's loopback. At loopback's own 64 KiB, a receive window smaller
+/// than one segment is always advertised as zero (receiver-side silly window avoidance), and data
+/// to a socket with a tiny SO_RCVBUF only moves on the zero-window probes' backed-off timer: the
+/// memory-pressure cases use an Ethernet MTU, where small windows work as on a real network.
+pub fn set_loopback_mtu(mtu: i32) -> io::Result<()> {
+    let sock = Sock::new(libc::AF_INET, libc::SOCK_DGRAM).map_err(io::Error::from)?;
+    let mut ifr = loopback_request();
+    ifr.ifr_ifru.ifru_mtu = mtu;
+    // SAFETY: SIOCSIFMTU reads the ifreq we pass.
+    if unsafe { libc::ioctl(sock.raw(), libc::SIOCSIFMTU, &ifr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bring_up_loopback() -> io::Result<()> {
+    let sock = Sock::new(libc::AF_INET, libc::SOCK_DGRAM).map_err(io::Error::from)?;
+    let mut ifr = loopback_request();
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
     unsafe {
         if libc::ioctl(sock.raw(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {

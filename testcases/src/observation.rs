@@ -143,12 +143,29 @@ pub struct Sent {
 #[derive(Debug, Serialize)]
 pub struct Delivered {
     pub expected: usize,
-    pub received: usize,
+    /// Left out where the case allows any prefix (then `content` says "prefix" or what went wrong).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<usize>,
     pub content: Content,
     /// A read error that ended reading (an end of stream is not recorded here: when it shows up
     /// relative to the data is up to timing, so cases check for it with an explicit recv step).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Delivered {
+    /// `got` against `expected`; with `prefix_ok` any prefix of it (none, some or all) is "prefix".
+    pub fn new(expected: &[u8], got: &[u8], prefix_ok: bool) -> Self {
+        let content = Content::compare(expected, got);
+        if prefix_ok && matches!(content, Content::Matches | Content::Truncated) {
+            return Self { expected: expected.len(), received: None, content: Content::Prefix, error: None };
+        }
+        Self { expected: expected.len(), received: Some(got.len()), content, error: None }
+    }
+
+    pub fn with_error(self, error: Option<String>) -> Self {
+        Self { error, ..self }
+    }
 }
 
 /// How received bytes compare with what the case expected at that socket.
@@ -160,6 +177,8 @@ pub enum Content {
     Truncated,
     /// Everything expected arrived, followed by more.
     Extra,
+    /// Some prefix of what was expected (possibly none or all of it), where the case allows that.
+    Prefix,
     DiffersAt {
         offset: usize,
         expected: u8,
@@ -192,6 +211,9 @@ pub struct Programs {
     pub redirect_missed: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub helper_failed: bool,
+    /// The errno of the last failing bpf_msg_pop_data().
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helper_errno: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulled: Option<Pulled>,
 }
@@ -265,6 +287,12 @@ pub enum Step {
         key: u32,
         result: Outcome,
     },
+    /// `role` put (back) into the map at `key`.
+    MapInsert {
+        key: u32,
+        role: Role,
+        result: Outcome,
+    },
     Shutdown {
         role: Role,
         how: &'static str,
@@ -272,6 +300,45 @@ pub enum Step {
     },
     Close {
         role: Role,
+    },
+    /// One sendmsg(2) of several iovecs (their lengths), from a thread of its own.
+    SendIovecs {
+        role: Role,
+        iovecs: Vec<usize>,
+        result: Outcome,
+    },
+    /// A send of `len` bytes from a thread of its own, which was seen asleep (blocked for memory)
+    /// or not before `then` ran; "all", "partial" or an errno.
+    SendBlocking {
+        role: Role,
+        len: usize,
+        blocked: bool,
+        /// The send returned within STALL of what the case did meanwhile (else only its
+        /// SO_SNDTIMEO ended it).
+        returned: bool,
+        result: String,
+    },
+    /// SO_SNDBUF / SO_RCVBUF set to `bytes` (the kernel doubles it).
+    SetBuffer {
+        role: Role,
+        which: &'static str,
+        bytes: usize,
+        result: Outcome,
+    },
+    /// Every descriptor of the map and its programs closed. `programs_left`: the programs (and so
+    /// the map) are still alive, held by the psocks of the sockets in it.
+    FreeMap {
+        programs_left: bool,
+    },
+    /// Reads until the end of stream, an error, or [`STALL`](crate::rig::STALL) without progress;
+    /// how many bytes is left out where the case allows any prefix.
+    ReadToEnd {
+        role: Role,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        received: Option<usize>,
+        content: Content,
+        /// "eof", an errno name, or "stalled".
+        end: String,
     },
 }
 

@@ -2,7 +2,7 @@
 //! bounded by [`STALL`] of no progress in time the guest ran ([`Patience`]), so a broken kernel
 //! fails a case instead of hanging the suite, and a host too busy to run the guest does not fail it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem::MaybeUninit;
 use std::sync::{Condvar, Mutex};
 use std::thread;
@@ -104,11 +104,17 @@ pub struct Scenario {
     pub family: Family,
     /// rx paths: sk_skb stream parser + stream verdict instead of the parser-less sk_skb verdict.
     pub strparser: bool,
+    /// The loopback MTU the case sets before it connects anything (see guest::set_loopback_mtu).
+    pub loopback_mtu: Option<i32>,
 }
 
 impl Scenario {
     pub fn new(path: Path, map: MapKind, family: Family) -> Self {
-        Self { path, map, family, strparser: false }
+        Self { path, map, family, strparser: false, loopback_mtu: None }
+    }
+
+    pub fn with_loopback_mtu(self, mtu: i32) -> Self {
+        Self { loopback_mtu: Some(mtu), ..self }
     }
 
     pub fn with_strparser(self) -> Self {
@@ -143,19 +149,19 @@ impl Scenario {
 }
 
 #[derive(Default)]
-struct Inbox {
-    data: Vec<u8>,
-    eof: bool,
-    error: Option<Errno>,
+pub(crate) struct Inbox {
+    pub(crate) data: Vec<u8>,
+    pub(crate) eof: bool,
+    pub(crate) error: Option<Errno>,
 }
 
 impl Inbox {
-    fn open(&self) -> bool {
+    pub(crate) fn open(&self) -> bool {
         !self.eof && self.error.is_none()
     }
 
     /// Reads whatever is queued without waiting; returns the byte count.
-    fn take_queued(&mut self, sock: &Sock) -> usize {
+    pub(crate) fn take_queued(&mut self, sock: &Sock) -> usize {
         self.take_up_to(sock, usize::MAX)
     }
 
@@ -202,17 +208,23 @@ impl Progress {
 
 pub struct Rig<'obj> {
     scenario: Scenario,
-    bpf: Bpf<'obj>,
-    socks: BTreeMap<Role, Sock>,
-    inbox: BTreeMap<Role, Inbox>,
-    expected: BTreeMap<Role, Vec<u8>>,
+    /// None once the case freed the map (and its programs) on purpose: see [`Rig::free_map`].
+    pub(crate) bpf: Option<Bpf<'obj>>,
+    /// The programs' counters as they were when the map was freed.
+    pub(crate) freed_counters: Option<BTreeMap<u32, u64>>,
+    pub(crate) socks: BTreeMap<Role, Sock>,
+    pub(crate) inbox: BTreeMap<Role, Inbox>,
+    pub(crate) expected: BTreeMap<Role, Vec<u8>>,
+    /// Roles that may end with any prefix of what they expect (how much got through before a
+    /// teardown is up to timing; that nothing else arrived is not).
+    pub(crate) prefix_ok: BTreeSet<Role>,
     send_offset: BTreeMap<Role, usize>,
-    steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
     sent: Option<Sent>,
     pin_verdict_runs: bool,
     redirect_may_miss: bool,
     /// What each wait that gave up waited for: printed with the case's failure.
-    stalls: Vec<String>,
+    pub(crate) stalls: Vec<String>,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
@@ -231,6 +243,9 @@ pub fn observe(
     if let Err(refused) = bpf.attach(scenario.hook()) {
         return (Observation::refused(refused.step, refused.errno), vec![]);
     }
+    if let Some(mtu) = scenario.loopback_mtu {
+        crate::guest::set_loopback_mtu(mtu).expect("setting the loopback MTU");
+    }
     let ((a, a_peer), (b, b_peer)) =
         match (scenario.family.pair(Side::A, ledger), scenario.family.pair(Side::B, ledger)) {
             (Ok(a), Ok(b)) => (a, b),
@@ -248,7 +263,9 @@ pub fn observe(
     }
     let mut rig = Rig {
         scenario,
-        bpf,
+        bpf: Some(bpf),
+        freed_counters: None,
+        prefix_ok: BTreeSet::new(),
         inbox: Role::CONNECTED.into_iter().map(|role| (role, Inbox::default())).collect(),
         socks,
         expected: BTreeMap::new(),
@@ -293,7 +310,7 @@ impl Rig<'_> {
         start
     }
 
-    fn sock(&self, role: Role) -> &Sock {
+    pub(crate) fn sock(&self, role: Role) -> &Sock {
         self.socks.get(&role).unwrap_or_else(|| panic!("{role:?} was closed earlier in the case"))
     }
 
@@ -465,7 +482,7 @@ impl Rig<'_> {
     }
 
     pub fn map_delete(&mut self, key: u32) {
-        let result = self.bpf.remove(key).into();
+        let result = self.bpf.as_ref().expect("map_delete after free_map").remove(key).into();
         self.steps.push(Step::MapDelete { key, result });
     }
 
@@ -518,29 +535,27 @@ impl Rig<'_> {
         for (role, sock) in &self.socks {
             self.inbox.get_mut(role).expect("every role has an inbox").take_queued(sock);
         }
-        let runs = self.bpf.counter(self.scenario.hook().verdict_counter());
-        let redirect_missed = self.bpf.counter(Counter::RedirectMisses) > 0;
-        let pulled_len = self.bpf.counter(Counter::PulledLen);
+        let runs = self.counter(self.scenario.hook().verdict_counter());
+        let redirect_missed = self.counter(Counter::RedirectMisses) > 0;
+        let pulled_len = self.counter(Counter::PulledLen);
+        let helper_errno = self.counter(Counter::HelperErrno);
         let programs = Programs {
             verdict_ran: runs > 0,
             verdict_runs: self.pin_verdict_runs.then_some(runs),
-            parser_ran: self.scenario.strparser.then(|| self.bpf.counter(Counter::ParserRuns) > 0),
+            parser_ran: self.scenario.strparser.then(|| self.counter(Counter::ParserRuns) > 0),
             redirect_missed,
-            helper_failed: self.bpf.counter(Counter::HelperErrors) > 0,
+            helper_failed: self.counter(Counter::HelperErrors) > 0,
+            helper_errno: (helper_errno > 0).then(|| errno_name(Errno::from_raw(helper_errno as i32))),
             pulled: (pulled_len > 0)
-                .then(|| Pulled { len: pulled_len, first_byte: self.bpf.counter(Counter::PulledFirstByte) }),
+                .then(|| Pulled { len: pulled_len, first_byte: self.counter(Counter::PulledFirstByte) }),
         };
         let delivered = self
             .inbox
             .iter()
             .map(|(role, inbox)| {
                 let expected = self.expected.get(role).map_or(&[][..], Vec::as_slice);
-                let delivered = Delivered {
-                    expected: expected.len(),
-                    received: inbox.data.len(),
-                    content: Content::compare(expected, &inbox.data),
-                    error: inbox.error.map(errno_name),
-                };
+                let delivered = Delivered::new(expected, &inbox.data, self.prefix_ok.contains(role))
+                    .with_error(inbox.error.map(errno_name));
                 (*role, delivered)
             })
             .collect();

@@ -51,6 +51,30 @@ impl Sock {
         check(unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), flags) })
     }
 
+    /// One sendmsg(2) of `bufs` as that many iovecs (MSG_NOSIGNAL, as [`Sock::send`]).
+    pub fn send_iovecs(&self, bufs: &[&[u8]]) -> Result<usize, Errno> {
+        let mut iov: Vec<libc::iovec> =
+            bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() }).collect();
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header before we fill it.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = iov.as_mut_ptr();
+        header.msg_iovlen = iov.len();
+        // SAFETY: every iovec points at a live buffer of its length; the kernel only reads them.
+        check(unsafe { libc::sendmsg(self.raw(), &header, libc::MSG_NOSIGNAL) })
+    }
+
+    /// SO_SNDBUF or SO_RCVBUF (`name`): the kernel doubles the value and enforces its own minimum.
+    pub fn set_buffer(&self, name: i32, bytes: usize) -> Result<(), Errno> {
+        self.set_option(libc::SOL_SOCKET, name, &(bytes as libc::c_int))
+    }
+
+    /// A second descriptor for the same socket (a thread that must outlive a borrow sends on it).
+    pub fn duplicate(&self) -> Result<Self, Errno> {
+        // SAFETY: plain syscall; a non-negative return is a fresh descriptor we now own.
+        let fd = check(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0) } as isize)?;
+        Ok(Self::from_raw(fd as RawFd))
+    }
+
     pub fn set_send_timeout(&self, timeout: Duration) -> Result<(), Errno> {
         self.set_option(libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeval(timeout))
     }
