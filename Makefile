@@ -8,7 +8,7 @@ LAB := target/debug/lab
 # pip puts vng next to the interpreter's scripts, which is not always on PATH.
 export PATH := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null):$(PATH)
 
-.PHONY: all deps build lab-test lab-mutants lab-matrix lab-bisect lab-bench test list clean
+.PHONY: all deps build lab-test lab-selftests lab-mutants lab-matrix lab-bisect lab-bench test list clean
 
 all: build
 
@@ -22,6 +22,11 @@ build:
 # (stock 7.3 + kernels/patches/sk-msg-opt; built once, then cached).
 lab-test: deps build
 	$(LAB) test $(KERNEL)
+
+# The kernel tree's own sockmap selftests (test_progs -t sockmap*, test_sockmap) on the same kernel,
+# built with clang-19 against its BTF and cached with it (results/selftests/KERNEL/latest/).
+lab-selftests: deps build
+	$(LAB) selftests $(KERNEL)
 
 # Every mutant (a deliberately broken kernel under kernels/mutants/) must make the suite fail.
 lab-mutants: deps build

@@ -9,6 +9,8 @@ packages=(
   build-essential flex bison bc dwarves cpio kmod ccache libelf-dev libssl-dev patch xz-utils curl
   # BPF programs and the in-guest suite
   clang llvm libbpf-dev zlib1g-dev pkg-config
+  # the kernel's own sockmap selftests (`lab selftests`): clang 14 is too old for them
+  clang-19 llvm-19 lld-19 rsync libcap-dev libzstd-dev
   # checking the lab's JUnit output
   libxml2-utils
   # sources of the shipped definitions

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
 //! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `suite`
-//! (cases run in the guest, their observations in `cases`, judged against `findings`) → `matrix`,
+//! (cases run in the guest, their observations in `cases`, judged against `findings`; beside it
+//! `selftests`, the kernel's own sockmap selftests) → `matrix`,
 //! `mutants`, `bench`, `bisect` (the engines that run many) → `render` (every printed or written
 //! format) → `cli` (one handler per subcommand). No module imports from a stage after its own;
 //! `runs` gives every run a results folder of its own.
@@ -25,6 +26,7 @@ pub mod process;
 pub mod progress;
 pub mod render;
 pub mod runs;
+pub mod selftests;
 pub mod source;
 pub mod suite;
 pub mod vm;

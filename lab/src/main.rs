@@ -21,6 +21,9 @@ enum Command {
     Run(cli::run::Args),
     /// Run the redirect-path suite in a guest: one line per case, a summary, results as JSON.
     Test(cli::test::Args),
+    /// Build the kernel tree's own sockmap selftests (test_progs -t sockmap*, test_sockmap) for a
+    /// kernel and run them in a guest: one line per test, a summary, results as JSON and JUnit.
+    Selftests(cli::selftests::Args),
     /// Run the suite on every mutant (deliberately broken kernel); passes only if each is caught.
     Mutants(cli::mutants::Args),
     /// Run the suite over many kernels: a table of kernels × paths, the cases that differ, JUnit.
@@ -76,6 +79,7 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Build(args) => cli::build::run(ctx, args),
         Command::Run(args) => cli::run::run(ctx, args),
         Command::Test(args) => cli::test::run(ctx, args),
+        Command::Selftests(args) => cli::selftests::run(ctx, args),
         Command::Mutants(args) => cli::mutants::run(ctx, args),
         Command::Matrix(args) => cli::matrix::run(ctx, args),
         Command::Kernels { action } => cli::kernels::run(ctx, action),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::definition::{Definition, KernelsDir};
 use crate::matrix::KernelRun;
 use crate::cases::{self, CaseResult, Status};
+use crate::selftests::SelftestsOutcome;
 use crate::suite::{RunReport, SuiteRun};
 use crate::vm::Outcome;
 
@@ -79,6 +80,19 @@ fn control_report(k: KernelRun) -> Result<RunReport, String> {
     Ok(report)
 }
 
+/// Each mutant's selftests judged against its control's, into its row.
+pub fn attach_selftests(defs: &[Definition], verdicts: Vec<MutantVerdict>, runs: &[SelftestsOutcome]) -> Vec<MutantVerdict> {
+    let report_of = |name: &str| runs.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_ref().map_err(String::as_str)).unwrap_or(Err("not run"));
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let base = defs.iter().find(|d| d.name == v.mutant).and_then(|d| d.base.clone()).unwrap_or_default();
+            let selftests = crate::selftests::judge(report_of(&v.mutant), report_of(&base));
+            MutantVerdict { selftests: Some(selftests), ..v }
+        })
+        .collect()
+}
+
 /// Each mutant's newest verdict (by run id, which sorts by start: of two runs finishing together
 /// the one started later wins), in `mutants` order; rows of mutants no longer defined are dropped.
 pub fn merge(table: Vec<MutantVerdict>, fresh: &[MutantVerdict], mutants: &[String]) -> Vec<MutantVerdict> {
@@ -118,6 +132,9 @@ pub struct MutantVerdict {
     pub run: String,
     #[serde(default)]
     pub date: String,
+    /// The kernel's own sockmap selftests on the same mutant and control (`lab mutants --selftests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftests: Option<crate::selftests::MutantSelftests>,
 }
 
 /// What kind of check a failing case tripped, read from its observation: `accounting` (a socket died
@@ -182,6 +199,7 @@ impl MutantVerdict {
             control: String::new(),
             run: String::new(),
             date: String::new(),
+            selftests: None,
         }
     }
 
@@ -251,6 +269,7 @@ impl MutantVerdict {
             control: control.map(control_summary).unwrap_or_else(|| "no control run".into()),
             run: String::new(),
             date: String::new(),
+            selftests: None,
         }
     }
 }
@@ -422,6 +441,7 @@ pub(crate) mod tests {
             control: String::new(),
             run: run.into(),
             date: String::new(),
+            selftests: None,
         }
     }
 

@@ -116,3 +116,56 @@ fn the_ci_workflow_runs_exactly_the_kernels_marked_for_the_matrix() {
     listed.sort();
     assert_eq!(listed, marked, "the CI matrix and the kernels with `matrix = true` differ");
 }
+
+#[test]
+fn the_selftests_junit_validates_and_says_why_a_test_was_skipped() {
+    use lab::selftests::{BuildManifest, SelftestsReport, TestResult, Totals, Verdict};
+    let result = |program: &str, name: &str, status: Verdict, reason: Option<&str>| TestResult { program: program.into(), name: name.into(), status, reason: reason.map(str::to_string) };
+    let results = vec![
+        result("test_progs", "sockmap_basic/sockmap create_update_free", Verdict::Passed, None),
+        result("test_progs", "sockmap_ktls", Verdict::Skipped, Some("the kernel lacks CONFIG_TLS <kTLS>")),
+        result("test_sockmap", "sockmap::txmsg test cork", Verdict::Failed, Some("x:FAIL:recv \"1\" & 2")),
+    ];
+    let report = SelftestsReport {
+        kernel: "debian-7.3".into(),
+        run: String::new(),
+        release: "7.3.4".into(),
+        accel: "tcg".into(),
+        guest: serde_json::json!({"kind": "oopsed", "code": 1, "line": "BUG: x"}),
+        guest_seconds: 205.0,
+        build: BuildManifest {
+            key: "k".into(),
+            source: "linux-source-7.3=7.3.4".into(),
+            clang: "clang 19".into(),
+            btf_from: "debian-7.3".into(),
+            build_seconds: 104.0,
+            tests: vec!["sockmap_basic".into()],
+            not_built: vec![],
+            test_sockmap: true,
+            harness_changes: vec![],
+            watchdog: true,
+            test_sockmap_ktls: false,
+        },
+        totals: Totals::of(&results),
+        results,
+        problems: vec!["the guest oopsed: BUG: x while test_sockmap ran".into()],
+    };
+    let xml = lab::render::selftests::selftests_junit(&report);
+    let out = validate(&xml);
+    assert!(out.status.success(), "{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+    // quick-junit orders the attributes its own way: check each on the <testsuites> element.
+    let top = xml.lines().find(|l| l.starts_with("<testsuites")).unwrap_or("");
+    for attr in [r#"tests="4""#, r#"failures="1""#, r#"errors="1""#, r#"skipped="1""#] {
+        assert!(top.contains(attr), "{attr} in {xml}");
+    }
+    assert!(xml.contains("<skipped message=\"the kernel lacks CONFIG_TLS &lt;kTLS&gt;\"/>"), "{xml}");
+    let text = lab::render::selftests::render_selftests(&report);
+    assert!(text.contains("RUN PROBLEM: the guest oopsed"), "{text}");
+    // The counts table is comfy-table's (render/table.rs): columns as wide as their widest cell.
+    assert!(text.contains("program       passed  failed  skipped\n"), "{text}");
+    assert!(text.contains("test_sockmap       0       1        0\n"), "{text}");
+    assert_eq!(lab::render::selftests::selftest_line(&report.results[1]), "skipped      test_progs: sockmap_ktls (the kernel lacks CONFIG_TLS <kTLS>)");
+    let table = lab::render::selftests::matrix_selftests_table(&[("debian-7.3".into(), Ok(report)), ("prebuilt-6.12.117".into(), Err("prebuilt: no tree | none".into()))]);
+    assert!(table.contains("| debian-7.3 | FAIL | 1 | 1 | 1 | test_sockmap:sockmap::txmsg test cork; the guest oopsed: BUG: x while test_sockmap ran |"), "{table}");
+    assert!(table.contains("| prebuilt-6.12.117 | not run | - | - | - | prebuilt: no tree \\| none |"), "{table}");
+}

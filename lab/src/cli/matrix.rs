@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::Context;
+use super::{Context, VmConfigFn};
 use crate::matrix::{self, Difference, Row};
+use crate::selftests::{self, PublishFn, SelftestsOutcome};
 use crate::{render, suite};
 
 #[derive(clap::Args)]
@@ -18,6 +19,9 @@ pub struct Args {
     /// stopped sooner: that is a stuck case).
     #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
     timeout: u64,
+    /// Also run the kernel's own sockmap selftests on each kernel (a second table).
+    #[arg(long)]
+    selftests: bool,
 }
 
 /// `matrix.json`: every row with its kernel's own run id, and the cases that differ.
@@ -28,6 +32,8 @@ struct MatrixJson<'a> {
     rows: &'a [Row],
     differences: &'a [Difference],
     wall_seconds: f64,
+    /// `lab matrix --selftests`: each kernel's selftests totals, or why they did not run.
+    selftests: Vec<serde_json::Value>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
@@ -49,12 +55,33 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         std::fs::write(out.join("junit").join(format!("{}.xml", row.kernel)), render::junit::junit(row))?;
     }
     let details = render::matrix::matrix_details(&rows, &diffs, 20);
-    std::fs::write(out.join("matrix.md"), render::matrix::matrix_md(&rows, &details, wall, jobs))?;
-    let json = MatrixJson { run: &run.id, date: &run.date, rows: &rows, differences: &diffs, wall_seconds: wall };
+    let hooks: (&VmConfigFn<'_>, &PublishFn<'_>) = (&make_cfg, &super::selftests::publish);
+    let selftests = if args.selftests { selftests::run_many(&ctx.kernels, &ctx.cache, &project, &names, jobs, hooks) } else { vec![] };
+    let selftests_md = render::selftests::matrix_selftests_section(&selftests);
+    std::fs::write(out.join("matrix.md"), render::matrix::matrix_md(&rows, &details, &selftests_md, wall, jobs))?;
+    let selftests_json = selftests.iter().map(selftests_json).collect();
+    let json = MatrixJson { run: &run.id, date: &run.date, rows: &rows, differences: &diffs, wall_seconds: wall, selftests: selftests_json };
     std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
     run.publish()?;
     print!("{}", render::matrix::matrix_table(&rows, false));
-    print!("{details}");
+    print!("{details}{selftests_md}");
     println!("wall time {wall:.0}s; results: {} (matrix.md, matrix.json, junit/; also results/matrix/latest)", out.display());
-    Ok(if rows.iter().all(|r| r.green()) { 0 } else { 1 })
+    Ok(if rows.iter().all(|r| r.green()) && selftests_green(ctx, &selftests) { 0 } else { 1 })
+}
+
+/// Whether the selftests leave the matrix green. A prebuilt image without its exact source package
+/// cannot have them: its row says so and does not redden the matrix.
+fn selftests_green(ctx: &Context, outcomes: &[SelftestsOutcome]) -> bool {
+    let is_prebuilt = |k: &str| ctx.kernels.load(k).is_ok_and(|d| d.source.is_prebuilt());
+    outcomes.iter().all(|(k, r)| match r {
+        Ok(r) => !r.failed(),
+        Err(_) => is_prebuilt(k),
+    })
+}
+
+fn selftests_json((kernel, outcome): &SelftestsOutcome) -> serde_json::Value {
+    match outcome {
+        Ok(r) => serde_json::json!({"kernel": kernel, "run": r.run, "totals": r.totals, "failed": r.failed(), "problems": r.problems}),
+        Err(e) => serde_json::json!({"kernel": kernel, "error": e}),
+    }
 }

@@ -12,6 +12,7 @@ pub mod list;
 pub mod matrix;
 pub mod mutants;
 pub mod run;
+pub mod selftests;
 pub mod test;
 
 use std::path::{Path, PathBuf};

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::Context;
+use super::{Context, VmConfigFn};
 use crate::matrix::KernelRun;
 use crate::mutants::{self, MutantVerdict};
-use crate::render::mutants::{mutant_table, verdict_line};
+use crate::render::mutants::{both_tools_summary, mutant_table, verdict_line};
+use crate::selftests::{self, PublishFn, SelftestsOutcome};
 use crate::{runs, suite};
 
 #[derive(clap::Args)]
@@ -22,9 +23,20 @@ pub struct Args {
     /// stopped sooner: that is a stuck case).
     #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
     timeout: u64,
+    /// Also run the kernel's own sockmap selftests on each mutant and control: a second
+    /// column says whether they catch it, and with which test.
+    #[arg(long)]
+    selftests: bool,
+    /// Run only the kernel's selftests on the mutants and their controls, and fill in their
+    /// column of results/mutants.md (the suite's verdicts stay those of its last run).
+    #[arg(long, conflicts_with = "selftests")]
+    selftests_only: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
+    if args.selftests_only {
+        return selftests_only(ctx, &args);
+    }
     let project = ctx.project()?;
     let defs = mutants::select(&ctx.kernels, &args.names)?;
     let session = runs::start(&project.join("results").join("mutants"))?;
@@ -33,24 +45,33 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
     // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
     let runner = ctx.runner(&exes, &project, &make_cfg, true);
+    let builds = std::sync::Mutex::new(());
+    let hooks: (&VmConfigFn<'_>, &PublishFn<'_>) = (&make_cfg, &super::selftests::publish);
+    // With --selftests each kernel's selftests run right after its suite, in the same worker: a
+    // session cut short still has both tools' results for every kernel it finished.
     let finish = |k: KernelRun| {
+        let selftests = args.selftests.then(|| selftests::selftests_of(&ctx.kernels, &ctx.cache, &project, &k.name, hooks, &builds));
         let state = match &k.run {
             Ok(run) => format!("{} of {} cases with a verdict, guest {}", run.report.with_verdict(), run.report.listed, guest_kind(run)),
             Err(e) => format!("error: {e:#}"),
         };
         eprintln!("lab: mutants: {} done ({state})", k.name);
-        k
+        (k, selftests)
     };
     let jobs = args.jobs.unwrap_or_else(super::default_jobs);
-    let verdicts: Vec<MutantVerdict> = mutants::verdicts(&defs, runner.run_each(&order, jobs, &finish))
+    let (suite_runs, selftests_runs): (Vec<(String, KernelRun)>, Vec<Option<SelftestsOutcome>>) =
+        runner.run_each(&order, jobs, &finish).into_iter().map(|(name, (k, s))| ((name, k), s)).unzip();
+    let verdicts: Vec<MutantVerdict> = mutants::verdicts(&defs, suite_runs)
         .into_iter()
         .map(|v| MutantVerdict { run: session.id.clone(), date: session.date.clone(), ..v })
         .collect();
+    let selftests_runs: Vec<SelftestsOutcome> = selftests_runs.into_iter().flatten().collect();
+    let verdicts = if args.selftests { mutants::attach_selftests(&defs, verdicts, &selftests_runs) } else { verdicts };
     for v in &verdicts {
         eprintln!("{}", verdict_line(v));
     }
     // This run's own table, whole; then its rows into the table of every mutant.
-    print!("{}", mutant_table(&verdicts));
+    print!("{}{}", mutant_table(&verdicts), both_tools_summary(&verdicts));
     write_table(&session.dir, &verdicts)?;
     session.publish()?;
     let names: Vec<String> = mutants::all_mutants(&ctx.kernels)?.into_iter().map(|d| d.name).collect();
@@ -58,6 +79,38 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let (this_run, all) = (session.dir.join("mutants.md"), project.join("results/mutants.md"));
     println!("results: {} (this run); {} ({} of {} mutants)", this_run.display(), all.display(), merged.len(), names.len());
     Ok(if verdicts.iter().all(|v| v.caught) { 0 } else { 1 })
+}
+
+/// `lab mutants --selftests-only`: the kernel's selftests on the mutants and their controls, their
+/// column written into the rows `results/mutants.json` has (each row keeps the suite verdict of
+/// the run that gave it): the suite need not run again to compare the two tools.
+fn selftests_only(ctx: &Context, args: &Args) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let defs = mutants::select(&ctx.kernels, &args.names)?;
+    let results = project.join("results");
+    let stored: Vec<MutantVerdict> = match std::fs::read_to_string(results.join("mutants.json")) {
+        Ok(text) => serde_json::from_str(&text).context("reading results/mutants.json")?,
+        Err(_) => vec![],
+    };
+    let rows: Vec<MutantVerdict> = defs
+        .iter()
+        .map(|d| stored.iter().find(|v| v.mutant == d.name).cloned().unwrap_or_else(|| MutantVerdict::not_run(d, "the suite has not run on it (lab mutants)".into())))
+        .collect();
+    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
+    let hooks: (&VmConfigFn<'_>, &PublishFn<'_>) = (&make_cfg, &super::selftests::publish);
+    let jobs = args.jobs.unwrap_or_else(super::default_jobs);
+    let runs = selftests::run_many(&ctx.kernels, &ctx.cache, &project, &mutants::run_list(&defs), jobs, hooks);
+    let fresh = mutants::attach_selftests(&defs, rows, &runs);
+    print!("{}{}", mutant_table(&fresh), both_tools_summary(&fresh));
+    let all: Vec<String> = mutants::all_mutants(&ctx.kernels)?.into_iter().map(|d| d.name).collect();
+    let _turn = crate::cache::lock(&results.join(".mutants.lock"))?;
+    let merged: Vec<MutantVerdict> = all
+        .iter()
+        .filter_map(|name| fresh.iter().find(|v| v.mutant == *name).or_else(|| stored.iter().find(|v| v.mutant == *name)).cloned())
+        .collect();
+    write_table(&results, &merged)?;
+    println!("results: {} (the selftests column of {} mutant(s) updated)", results.join("mutants.md").display(), fresh.len());
+    Ok(if fresh.iter().all(|v| v.selftests.as_ref().is_some_and(|s| s.caught.is_some())) { 0 } else { 1 })
 }
 
 fn guest_kind(run: &suite::SuiteRun) -> String {

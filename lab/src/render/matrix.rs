@@ -30,9 +30,9 @@ pub fn matrix_table(rows: &[Row], markdown: bool) -> String {
 }
 
 /// `matrix.md`: the table, the details, and how long the matrix took.
-pub fn matrix_md(rows: &[Row], details: &str, wall_seconds: f64, jobs: usize) -> String {
+pub fn matrix_md(rows: &[Row], details: &str, selftests: &str, wall_seconds: f64, jobs: usize) -> String {
     format!(
-        "# sockmap-lab matrix\n\n{}\n```\n{details}```\n\nWall time: {wall_seconds:.0}s, {jobs} guest(s) at once.\n",
+        "# sockmap-lab matrix\n\n{}\n```\n{details}```\n{selftests}\nWall time: {wall_seconds:.0}s, {jobs} guest(s) at once.\n",
         matrix_table(rows, true)
     )
 }

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod matrix;
 pub mod mutants;
 pub mod plot;
+pub mod selftests;
 pub mod suite;
 pub mod table;
 
@@ -55,7 +56,7 @@ mod tests {
         let caught = crate::mutants::MutantVerdict { mutant: "mutant-a".into(), caught: true, control: "base-k: 1 passed, 0 failed".into(), ..Default::default() };
         let missed = crate::mutants::MutantVerdict { mutant: "mutant-b".into(), evidence: "a|b".into(), ..Default::default() };
         let table = mutants::mutant_table(&[caught, missed]);
-        assert!(table.contains("| mutant-a |  | base-k: 1 passed, 0 failed | caught | - | - |  | - |"), "{table}");
+        assert!(table.contains("| mutant-a |  | base-k: 1 passed, 0 failed | caught | - | - |  | - | - |"), "{table}");
         assert!(table.contains("| **MISSED** |") && table.contains("a\\|b"), "{table}");
     }
 }
