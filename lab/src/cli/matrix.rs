@@ -12,13 +12,8 @@ use crate::{render, suite};
 pub struct Args {
     /// Kernels (default: every definition with `matrix = true`).
     kernels: Vec<String>,
-    /// Guests at once (default: the number of cores).
-    #[arg(short, long)]
-    jobs: Option<usize>,
-    /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
-    /// stopped sooner: that is a stuck case).
-    #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
-    timeout: u64,
+    #[command(flatten)]
+    guests: super::Guests,
     /// Also run the kernel's own sockmap selftests on each kernel (a second table).
     #[arg(long)]
     selftests: bool,
@@ -41,10 +36,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     anyhow::ensure!(!names.is_empty(), "no kernels: name some, or mark definitions with `matrix = true`");
     let project = ctx.project()?;
     let exes = suite::build_binaries(&project)?;
-    let jobs = args.jobs.unwrap_or_else(super::default_jobs);
+    let jobs = args.guests.jobs();
     let started = std::time::Instant::now();
     let run = crate::runs::start(&project.join("results").join("matrix"))?;
-    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
+    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.guests.timeout);
     let runner = ctx.runner(&exes, &project, &make_cfg, false);
     let rows = runner.matrix(&names, jobs);
     let diffs = matrix::differences(&rows);

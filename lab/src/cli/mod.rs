@@ -70,6 +70,25 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// How many guests run at once and how long one may run: the same for every subcommand that
+/// runs the suite on many kernels.
+#[derive(clap::Args)]
+pub struct Guests {
+    /// Guests at once (default: the number of cores).
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
+    /// stopped sooner: that is a stuck case).
+    #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
+    pub timeout: u64,
+}
+
+impl Guests {
+    pub fn jobs(&self) -> usize {
+        self.jobs.unwrap_or_else(default_jobs)
+    }
+}
+
 /// Write a finished suite run's own outputs beside its cases (`junit.xml` and `summary.md`, what a
 /// CI job per kernel publishes), then make it the kernel's `latest`: only a complete run is.
 pub fn publish_suite_run(run: &SuiteRun) -> anyhow::Result<()> {

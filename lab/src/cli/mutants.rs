@@ -16,13 +16,8 @@ use crate::{runs, suite};
 pub struct Args {
     /// Mutant definitions to run (default: every definition with a `mutant` field).
     names: Vec<String>,
-    /// Guests at once (default: the number of cores).
-    #[arg(short, long)]
-    jobs: Option<usize>,
-    /// Give up on a guest after this many seconds (a guest that prints nothing for 300 s is
-    /// stopped sooner: that is a stuck case).
-    #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
-    timeout: u64,
+    #[command(flatten)]
+    guests: super::Guests,
     /// Also run the kernel's own sockmap selftests on each mutant and control: a second
     /// column says whether they catch it, and with which test.
     #[arg(long)]
@@ -42,7 +37,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let session = runs::start(&project.join("results").join("mutants"))?;
     let exes = suite::build_binaries(&project)?;
     let order = mutants::run_list(&defs);
-    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
+    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.guests.timeout);
     // Mutants are independent kernels, like the matrix's rows: builds take turns, guests overlap.
     let runner = ctx.runner(&exes, &project, &make_cfg, true);
     let builds = std::sync::Mutex::new(());
@@ -58,7 +53,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         eprintln!("lab: mutants: {} done ({state})", k.name);
         (k, selftests)
     };
-    let jobs = args.jobs.unwrap_or_else(super::default_jobs);
+    let jobs = args.guests.jobs();
     let (suite_runs, selftests_runs): (Vec<(String, KernelRun)>, Vec<Option<SelftestsOutcome>>) =
         runner.run_each(&order, jobs, &finish).into_iter().map(|(name, (k, s))| ((name, k), s)).unzip();
     let verdicts: Vec<MutantVerdict> = mutants::verdicts(&defs, suite_runs)
@@ -96,9 +91,9 @@ fn selftests_only(ctx: &Context, args: &Args) -> anyhow::Result<u8> {
         .iter()
         .map(|d| stored.iter().find(|v| v.mutant == d.name).cloned().unwrap_or_else(|| MutantVerdict::not_run(d, "the suite has not run on it (lab mutants)".into())))
         .collect();
-    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.timeout);
+    let make_cfg = |name: &str, kimg: &Path| ctx.vm_config(name, kimg, args.guests.timeout);
     let hooks: (&VmConfigFn<'_>, &PublishFn<'_>) = (&make_cfg, &super::selftests::publish);
-    let jobs = args.jobs.unwrap_or_else(super::default_jobs);
+    let jobs = args.guests.jobs();
     let runs = selftests::run_many(&ctx.kernels, &ctx.cache, &project, &mutants::run_list(&defs), jobs, hooks);
     let fresh = mutants::attach_selftests(&defs, rows, &runs);
     print!("{}{}", mutant_table(&fresh), both_tools_summary(&fresh));
