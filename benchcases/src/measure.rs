@@ -55,7 +55,7 @@ pub struct LatencyRun {
     pub switches: Switches,
 }
 
-/// Context switches during a run, as the kernel counts them.
+/// Context switches during a run, as the kernel counts them, and the TCP segments sent.
 #[derive(Debug, Serialize)]
 pub struct Switches {
     /// This process, every thread (getrusage(RUSAGE_SELF) counts finished threads too).
@@ -64,6 +64,9 @@ pub struct Switches {
     /// The whole guest (/proc/stat ctxt): also counts the kworkers that carry the sk_skb
     /// redirects' backlog, which the process counters miss.
     pub system_switches: u64,
+    /// The whole guest's TCP segments sent (/proc/net/snmp Tcp OutSegs: data and pure ACKs, on
+    /// every hop of the path): whether a sender's small writes left as one segment each.
+    pub tcp_segments: u64,
 }
 
 impl Switches {
@@ -84,6 +87,7 @@ impl Switches {
             voluntary_switches: usage.ru_nvcsw as u64,
             involuntary_switches: usage.ru_nivcsw as u64,
             system_switches: ctxt,
+            tcp_segments: tcp_out_segments()?,
         })
     }
 
@@ -92,8 +96,25 @@ impl Switches {
             voluntary_switches: self.voluntary_switches - before.voluntary_switches,
             involuntary_switches: self.involuntary_switches - before.involuntary_switches,
             system_switches: self.system_switches - before.system_switches,
+            tcp_segments: self.tcp_segments - before.tcp_segments,
         }
     }
+}
+
+/// /proc/net/snmp has a header line and a value line per protocol; OutSegs is a column of `Tcp:`.
+fn tcp_out_segments() -> anyhow::Result<u64> {
+    out_segments(&std::fs::read_to_string("/proc/net/snmp").context("reading /proc/net/snmp")?)
+}
+
+fn out_segments(snmp: &str) -> anyhow::Result<u64> {
+    let mut tcp = snmp.lines().filter_map(|l| l.strip_prefix("Tcp: "));
+    let (names, values) = tcp.next().zip(tcp.next()).context("/proc/net/snmp has no Tcp lines")?;
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("/proc/net/snmp has no Tcp OutSegs")
 }
 
 /// What the sender and the receiver of a throughput run tell each other.
@@ -386,7 +407,7 @@ fn read_whole(mut sock: impl Read, buf: &mut [u8]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{stamp, surplus, Percentiles, Stamps};
+    use super::{out_segments, stamp, surplus, Percentiles, Stamps};
 
     #[test]
     fn bytes_queued_beyond_the_expected_count_are_counted() {
@@ -448,5 +469,15 @@ mod tests {
         assert_eq!((p.samples, p.p50, p.p99), (200, 100.0, 198.0));
         let one = Percentiles::of(vec![5000]);
         assert_eq!((one.p50, one.p99), (5.0, 5.0));
+    }
+
+    #[test]
+    fn out_segments_is_read_from_the_tcp_value_line() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin ActiveOpens InSegs OutSegs RetransSegs\n\
+                    Tcp: 1 200 12 4567 8910 3\n\
+                    Udp: InDatagrams\nUdp: 5\n";
+        assert_eq!(out_segments(snmp).unwrap(), 8910);
+        assert!(out_segments("Udp: InDatagrams\nUdp: 5\n").is_err());
     }
 }

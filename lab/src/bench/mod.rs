@@ -77,6 +77,9 @@ pub struct ThroughputRun {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub system_switches: u64,
+    /// Absent from benches run before the lab counted segments.
+    #[serde(default)]
+    pub tcp_segments: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +92,9 @@ pub struct LatencyRun {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub system_switches: u64,
+    /// Absent from benches run before the lab counted segments.
+    #[serde(default)]
+    pub tcp_segments: Option<u64>,
 }
 
 /// One path at one size over every boot.
@@ -103,6 +109,9 @@ pub struct ThroughputSummary {
     pub switches_per_message: Option<Stats>,
     /// The whole guest's (/proc/stat ctxt), kworkers included.
     pub system_switches_per_message: Option<Stats>,
+    /// The whole guest's TCP segments sent (data and ACKs, every hop) per message.
+    #[serde(default)]
+    pub tcp_segments_per_message: Option<Stats>,
     /// MB/s over plain TCP's at this size: one ratio of medians per boot.
     pub vs_tcp: Option<Stats>,
     pub errors: Vec<String>,

@@ -124,6 +124,9 @@ pub fn summarize(
             messages_per_s: all(points, &|r| r.messages as f64 / r.seconds),
             switches_per_message: all(points, &|r| (r.voluntary_switches + r.involuntary_switches) as f64 / r.messages as f64),
             system_switches_per_message: all(points, &|r| r.system_switches as f64 / r.messages as f64),
+            tcp_segments_per_message: Stats::of(
+                points.iter().flatten().flat_map(|p| p.runs.iter().filter_map(|r| Some(r.tcp_segments? as f64 / r.messages as f64))),
+            ),
             vs_tcp: tcp_tput(size).and_then(|(_, tcp)| paired_ratio(&boot_medians(points, mb_per_s), &boot_medians(tcp, mb_per_s))),
             errors: errors(points),
         })

@@ -93,6 +93,12 @@ fn throughput(out: &mut String, bench: &KernelBench) {
             .and_then(|t| Some(format!("{} / {}", num(t.switches_per_message?.median), num(t.system_switches_per_message?.median))))
             .unwrap_or_else(|| "-".into())
     }));
+    if bench.throughput.iter().any(|t| t.tcp_segments_per_message.is_some()) {
+        let _ = writeln!(out, "\nTCP segments sent per message (median; the whole guest: data and ACKs, every hop):");
+        out.push_str(&grid(&bench.settings.sizes, |path, size| {
+            find(path, size).and_then(|t| Some(num(t.tcp_segments_per_message?.median))).unwrap_or_else(|| "-".into())
+        }));
+    }
 }
 
 fn mb_cell(t: &ThroughputSummary) -> String {
