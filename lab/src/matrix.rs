@@ -244,6 +244,7 @@ mod tests {
                 retried: None,
                 totals: Default::default(),
                 findings: Default::default(),
+                judged_as: None,
             }),
         }
     }

@@ -348,6 +348,7 @@ pub(crate) mod tests {
             retried: None,
             totals: Default::default(),
             findings: Default::default(),
+            judged_as: None,
         }
     }
 

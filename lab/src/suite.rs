@@ -55,6 +55,10 @@ pub struct RunReport {
     /// The known findings that explain failures of this run: id → title and upstream status.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub findings: std::collections::BTreeMap<String, String>,
+    /// The kernel family whose snapshots judged every case (`--judge-as`), when not the guest's own:
+    /// such a run says how the kernel compares with that family, not whether it is right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_as: Option<String>,
 }
 
 impl RunReport {
@@ -169,6 +173,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
         retried: None,
         totals: Tally::default(),
         findings: Default::default(),
+        judged_as: opts.judge_as.clone(),
     }
     .with_findings(&findings);
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
@@ -582,7 +587,17 @@ sockmap-lab: suite binary redirect-0123 exited 134
             retried: None,
             totals: Tally::default(),
             findings: Default::default(),
+            judged_as: None,
         }
+    }
+
+    #[test]
+    fn a_run_judged_by_another_family_says_so_in_its_summary() {
+        let judged = RunReport { judged_as: Some("6.1".into()), ..report(vec![], vec![]) };
+        assert!(crate::render::suite::summary(&judged).contains("judged by the 6.1 family's snapshots"));
+        assert!(!crate::render::suite::summary(&report(vec![], vec![])).contains("judged by"));
+        let json = serde_json::to_value(&judged).unwrap();
+        assert_eq!(json["judged_as"], "6.1", "summary.json names the family too");
     }
 
     #[test]

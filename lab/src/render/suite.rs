@@ -42,6 +42,9 @@ pub fn summary(report: &RunReport) -> String {
         report.with_verdict(),
         report.listed,
     ));
+    if let Some(family) = &report.judged_as {
+        out.push_str(&format!("judged by the {family} family's snapshots (--judge-as), not this kernel's own\n"));
+    }
     for (id, what) in &report.findings {
         out.push_str(&format!("known finding {id}: {what}\n"));
     }
