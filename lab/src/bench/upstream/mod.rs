@@ -290,13 +290,20 @@ fn summarize_mode(mode: &str, boots: &[Vec<ModeRun>], warmup: u32) -> ModeSummar
     }
 }
 
-/// Per boot, the median consumer MB/s of the mode's measured seconds; and the bench's summary.
-fn boot_figures(k: &KernelUpstream, mode: &str) -> Vec<(Option<f64>, Option<f64>)> {
+/// One boot's figures for a mode: the median consumer MB/s of its measured seconds, and the
+/// bench's own summary (None where the run gave no figure).
+#[derive(Debug, Clone, Copy)]
+struct BootFigure {
+    rcv: Option<f64>,
+    summary: Option<f64>,
+}
+
+fn boot_figures(k: &KernelUpstream, mode: &str) -> Vec<BootFigure> {
     runs_of(&k.boots, mode)
         .into_iter()
-        .map(|r| {
-            let rcv = Stats::of(sound(r, k.settings.warmup).iter().map(|i| i.rcv_mb_per_s)).map(|s| s.median);
-            (rcv, r.filter(|r| r.error.is_none()).and_then(|r| r.summary).map(|s| s.bpf_mb_per_s))
+        .map(|r| BootFigure {
+            rcv: Stats::of(sound(r, k.settings.warmup).iter().map(|i| i.rcv_mb_per_s)).map(|s| s.median),
+            summary: r.filter(|r| r.error.is_none()).and_then(|r| r.summary).map(|s| s.bpf_mb_per_s),
         })
         .collect()
 }
@@ -310,13 +317,13 @@ pub fn compare(base: &KernelUpstream, other: &KernelUpstream, ours: Option<(&Pat
         .iter()
         .map(|mode| {
             let (b, o) = (boot_figures(base, mode), boot_figures(other, mode));
-            let ratio = |pick: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| Stats::of(b.iter().zip(&o).filter_map(|(b, o)| Some(pick(o)? / pick(b)?)));
-            let rcv = ratio(|f| f.0);
+            let ratio = |pick: fn(&BootFigure) -> Option<f64>| Stats::of(b.iter().zip(&o).filter_map(|(b, o)| Some(pick(o)? / pick(b)?)));
+            let rcv = ratio(|f| f.rcv);
             let path = our_path(mode);
             ModeRatio {
                 mode: mode.clone(),
                 path: path.map(String::from),
-                summary: ratio(|f| f.1),
+                summary: ratio(|f| f.summary),
                 direction: rcv.as_ref().map(Direction::of),
                 rcv,
                 ours: ours.and_then(|(_, cmp)| ours_ratio(cmp, path?)),
