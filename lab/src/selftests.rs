@@ -29,8 +29,9 @@ const RECIPE: &str = "sockmap-lab selftests recipe 2: pruned to sockmap, clang-1
 /// The `test_progs` tests that exercise sockmap, sk_msg and sk_skb (those a tree has).
 pub const TEST_PROGS_TESTS: &[&str] = &["sockmap_basic", "sockmap_listen", "sockmap_redir", "sockmap_strp", "sockmap_ktls"];
 
-/// BPF objects built beside the skeletons: `test_sockmap` loads these two by file name, and
-/// `bench sockmap` (`lab bench --upstream`) the third.
+/// BPF objects built beside the skeletons: `test_sockmap` loads these two by file name. The third
+/// is `bench sockmap`'s program; `lab bench --upstream` builds the bench in a tree of its own
+/// (`crate::bench::upstream::build`) and does not use this copy.
 const EXTRA_PROGS: &[&str] = &["test_sockmap_kern", "test_sockhash_kern", "bench_sockmap_prog"];
 
 /// Where Debian's clang-19 keeps unsuffixed `clang`, `llc`, `llvm-strip`: first on the build's PATH,
