@@ -29,13 +29,14 @@ const RECIPE: &str = "sockmap-lab selftests recipe 2: pruned to sockmap, clang-1
 /// The `test_progs` tests that exercise sockmap, sk_msg and sk_skb (those a tree has).
 pub const TEST_PROGS_TESTS: &[&str] = &["sockmap_basic", "sockmap_listen", "sockmap_redir", "sockmap_strp", "sockmap_ktls"];
 
-/// BPF objects built beside the skeletons: `test_sockmap` loads these two by file name, and
-/// `bench sockmap` (`lab bench --upstream`) the third.
+/// BPF objects built beside the skeletons: `test_sockmap` loads these two by file name. The third
+/// is `bench sockmap`'s program; `lab bench --upstream` builds the bench in a tree of its own
+/// (`crate::bench::upstream::build`) and does not use this copy.
 const EXTRA_PROGS: &[&str] = &["test_sockmap_kern", "test_sockhash_kern", "bench_sockmap_prog"];
 
 /// Where Debian's clang-19 keeps unsuffixed `clang`, `llc`, `llvm-strip`: first on the build's PATH,
 /// so the tree's Makefiles (and libbpf's, bpftool's) pick them without knowing the suffix.
-const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
+pub(crate) const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
 
 /// The kernel config a test needs. On a kernel without it the test is not run and is reported
 /// skipped with the reason, never failed (nor passed). `kernels/config/selftests.config` sets them.
@@ -81,7 +82,7 @@ pub struct Built {
 
 /// The selftests' part of a source tree: what the selftests Makefile, libbpf, bpftool and
 /// resolve_btfids read (bpftool compiles `kernel/bpf/disasm.c`, libbpf runs `scripts/bpf_doc.py`).
-const SUBTREES: &[&str] = &["tools", "scripts", "include/uapi", "kernel/bpf", "arch/x86/include", "Makefile"];
+pub(crate) const SUBTREES: &[&str] = &["tools", "scripts", "include/uapi", "kernel/bpf", "arch/x86/include", "Makefile"];
 
 /// Build (or find) the selftests for a built kernel.
 pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<Built> {
@@ -91,12 +92,7 @@ pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<B
         return Ok(found);
     }
     let clang = ensure_clang()?;
-    let (resolved, vmlinux) = if entry.manifest.prebuilt {
-        prebuilt_inputs(def, entry, cache)?
-    } else {
-        let vmlinux = entry.manifest.vmlinux.as_ref().map(|v| entry.dir.join(v)).context("the kernel's cache entry has no vmlinux (its BTF)")?;
-        (source::resolve(&def.source, cache)?, vmlinux)
-    };
+    let (resolved, vmlinux) = inputs(def, entry, cache)?;
     let mut key = KeyHasher::default();
     key.part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).part("clang", clang.as_bytes());
     key.part("btf", btf_digest(&vmlinux)?.as_bytes());
@@ -114,6 +110,16 @@ pub fn build(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<B
     std::fs::create_dir_all(cache.path("selftests/index"))?;
     std::fs::write(index, &key)?;
     Ok(built)
+}
+
+/// The kernel's source and its BTF (a vmlinux): a source build's own, or for a prebuilt image the
+/// matching source package and the vmlinux inside its vmlinuz.
+pub(crate) fn inputs(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Result<(source::ResolvedSource, PathBuf)> {
+    if entry.manifest.prebuilt {
+        return prebuilt_inputs(def, entry, cache);
+    }
+    let vmlinux = entry.manifest.vmlinux.as_ref().map(|v| entry.dir.join(v)).context("the kernel's cache entry has no vmlinux (its BTF)")?;
+    Ok((source::resolve(&def.source, cache)?, vmlinux))
 }
 
 fn load(cache: &Cache, key: &str) -> Option<Built> {
@@ -154,7 +160,7 @@ fn prebuilt_inputs(def: &Definition, entry: &Entry, cache: &Cache) -> anyhow::Re
 }
 
 /// clang-19's version line, installing Debian's clang-19 first when it is missing.
-fn ensure_clang() -> anyhow::Result<String> {
+pub(crate) fn ensure_clang() -> anyhow::Result<String> {
     let clang = Path::new(LLVM_BIN).join("clang");
     if !clang.is_file() {
         eprintln!("lab: installing clang-19 llvm-19 lld-19 with apt-get (the selftests need a newer clang than 14)");
@@ -202,7 +208,7 @@ fn prepared_source(resolved: &source::ResolvedSource, cache: &Cache) -> anyhow::
     Ok(dir)
 }
 
-fn extract_subtrees(resolved: &source::ResolvedSource, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn extract_subtrees(resolved: &source::ResolvedSource, dest: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dest)?;
     let result = match &resolved.commit {
         Some(commit) => {
@@ -278,6 +284,19 @@ fn adapt_harness(bpf: &Path) -> anyhow::Result<Vec<String>> {
 /// (clang-19 crashes on it), and permissive mode (7.x) so a test that does not compile is left out
 /// and reported rather than failing the build.
 fn make_args(src: &Path, out: &Path, vmlinux: &Path, jobs: usize) -> Vec<String> {
+    let mut args = common_make_args(src, out, vmlinux, jobs);
+    // Only the extra programs this tree has (bench_sockmap_prog came with 6.16).
+    let progs = src.join("tools/testing/selftests/bpf/progs");
+    let extra = EXTRA_PROGS.iter().filter(|p| progs.join(format!("{p}.c")).is_file()).map(|p| format!("{p}.bpf.o"));
+    for target in ["test_progs".to_string(), "test_sockmap".to_string()].into_iter().chain(extra) {
+        args.push(out.join(target).display().to_string());
+    }
+    args
+}
+
+/// The selftests Makefile's command line without its targets: the tree, the output, the BTF, and
+/// what the lab's builds leave out (see [`make_args`]).
+pub(crate) fn common_make_args(src: &Path, out: &Path, vmlinux: &Path, jobs: usize) -> Vec<String> {
     let mut args = vec![
         "-C".to_string(),
         src.join("tools/testing/selftests/bpf").display().to_string(),
@@ -289,13 +308,12 @@ fn make_args(src: &Path, out: &Path, vmlinux: &Path, jobs: usize) -> Vec<String>
         args.push(format!("{empty}="));
     }
     args.extend(["BPF_STRICT_BUILD=0", "SKIP_DOCS=1", "SKIP_LLVM=1", "SKIP_LIBBFD=1"].map(String::from));
-    // Only the extra programs this tree has (bench_sockmap_prog came with 6.16).
-    let progs = src.join("tools/testing/selftests/bpf/progs");
-    let extra = EXTRA_PROGS.iter().filter(|p| progs.join(format!("{p}.c")).is_file()).map(|p| format!("{p}.bpf.o"));
-    for target in ["test_progs".to_string(), "test_sockmap".to_string()].into_iter().chain(extra) {
-        args.push(out.join(target).display().to_string());
-    }
     args
+}
+
+/// The build's PATH: clang-19's unsuffixed tools first, so the tree's Makefiles pick them.
+pub(crate) fn llvm_path() -> anyhow::Result<std::ffi::OsString> {
+    Ok(std::env::join_paths(std::iter::once(PathBuf::from(LLVM_BIN)).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?)
 }
 
 fn compile(def: &Definition, src: &Path, out: &Path, vmlinux: &Path, identity: &str, clang: &str, key: &str) -> anyhow::Result<Built> {
@@ -303,7 +321,7 @@ fn compile(def: &Definition, src: &Path, out: &Path, vmlinux: &Path, identity: &
     let harness_changes = adapt_harness(&bpf)?;
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) + 1;
     let log = out.join("build.log");
-    let path = std::env::join_paths(std::iter::once(PathBuf::from(LLVM_BIN)).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?;
+    let path = llvm_path()?;
     // A binary linked before its test objects existed (permissive mode) would not be relinked.
     let _ = std::fs::remove_file(out.join("test_progs"));
     let started = Instant::now();

@@ -194,3 +194,49 @@ fn a_tiny_bench_runs_in_a_real_guest() {
     assert!(text.contains(&format!("under {}", accel.as_str().to_uppercase())), "{text}");
     assert!(!text.contains("error") && !text.contains("failed"), "{text}");
 }
+
+/// `lab bench --upstream`: a real boot's output of the kernel's `bench sockmap` (7.3.4, captured by
+/// the lab) through the parser, summary, comparison, renderer and JSON; no guest.
+#[test]
+fn an_upstream_bench_sample_becomes_tables_and_json() {
+    use lab::bench::upstream::{self, parse, BenchBuild, Settings};
+    const CAPTURED: &str = include_str!("../src/bench/upstream/testdata/bench-sockmap-7.3.4.txt");
+    let modes: Vec<String> = ["rx-normal", "rx-pass", "rx-verdict-egress", "rx-verdict-ingress", "tx-normal", "tx-pass", "tx-verdict-ingress", "tx-verdict-egress"].map(String::from).to_vec();
+    let build = BenchBuild { key: "k".into(), source: "linux-source-7.3=7.3.4-1~bpo13+1".into(), clang: "clang 19".into(), btf_from: "debian-7.3".into(), build_seconds: 120.0, harness_changes: vec!["x".into()], modes: modes.clone() };
+    let boot = || modes.iter().map(|m| parse::mode_run(CAPTURED, m)).collect::<Vec<_>>();
+    let settings = Settings { warmup: 1, duration: 5, runs: 2 };
+    let base = upstream::summarize("debian-7.3", "7.3.4", Accel::Tcg, 1, settings, &build, vec![boot(), boot()], vec![60.0, 61.0]);
+    let other = upstream::summarize("sk-msg-opt-7.3", "7.3.4", Accel::Tcg, 1, settings, &build, vec![boot(), boot()], vec![60.0, 61.0]);
+    for m in &base.modes {
+        let redirects = m.mode.contains("verdict") || m.mode.contains("pass");
+        assert_eq!(m.rcv_mb_per_s.is_some(), redirects, "{m:?}");
+        assert_eq!(m.errors.len(), if redirects { 0 } else { 2 }, "{m:?}");
+    }
+    let ingress = base.modes.iter().find(|m| m.mode == "rx-verdict-ingress").unwrap();
+    assert_eq!((ingress.path.as_deref(), ingress.rcv_mb_per_s.unwrap().n), (Some("rx_to_rx"), 12), "6 measured seconds in each of 2 boots");
+    let cmp = upstream::compare(&base, &other, None);
+    let same = cmp.modes.iter().find(|r| r.mode == "tx-verdict-ingress").unwrap();
+    assert_eq!((same.rcv.unwrap().median, same.direction), (1.0, Some(upstream::Direction::Even)));
+    let report = upstream::UpstreamReport { kernels: vec![base.clone(), other], comparison: Some(cmp), wall_seconds: 1.0, files: vec![] };
+    let text = lab::render::bench_upstream::report(&report);
+    assert!(text.contains("rx-verdict-ingress  rx_to_rx"), "{text}");
+    assert!(text.contains("unknown sockmap bench mode: 11000"), "{text}");
+    assert!(text.contains("sk-msg-opt-7.3 / debian-7.3, upstream `bench sockmap`"), "{text}");
+    assert!(text.contains("no `lab bench debian-7.3 --vs sk-msg-opt-7.3` found"), "{text}");
+    let json = serde_json::to_string(&base).unwrap();
+    let back: upstream::KernelUpstream = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.boots, base.boots);
+}
+
+/// A tree before 6.16 has no `bench sockmap`: `lab bench --upstream` says so, naming the file,
+/// and builds nothing.
+#[test]
+fn the_upstream_bench_of_a_tree_without_bench_sockmap_is_a_clear_error() {
+    let project = common::project_root().canonicalize().unwrap();
+    let kernels = lab::definition::KernelsDir { dir: project.join("kernels") };
+    let cache = lab::cache::Cache::open(&common::Lab::real().cache).unwrap();
+    let def = kernels.load("debian-6.12").unwrap();
+    let built = lab::build::build(&def, &kernels, &cache, &lab::build::BuildOptions::default()).unwrap();
+    let err = format!("{:#}", lab::bench::upstream::build::build(&def, &built.entry, &cache).unwrap_err());
+    assert!(err.contains("has no tools/testing/selftests/bpf/benchs/bench_sockmap.c") && err.contains("6.16"), "{err}");
+}

@@ -18,6 +18,7 @@
 
 mod boot;
 mod stats;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::Context;
-use crate::bench::{BenchReport, Comparison, KernelBench};
+use crate::bench::{upstream, BenchReport, Comparison, KernelBench};
 use crate::render;
 
 #[derive(clap::Args)]
@@ -19,6 +19,20 @@ pub struct Args {
     /// Guest boots per kernel (the spread of the ratios comes from these).
     #[arg(long, default_value_t = 3)]
     runs: u32,
+    /// Run the kernel tree's own `bench sockmap` (selftests/bpf/benchs, since 6.16) instead of
+    /// the lab's bench: each of its modes, with `--vs` beside `lab bench`'s ratios for the pair.
+    #[arg(long)]
+    upstream: bool,
+    /// With --upstream: seconds measured per mode (the bench's -d).
+    #[arg(long, default_value_t = 5, requires = "upstream")]
+    duration: u32,
+    /// With --upstream: warm-up seconds per mode, left out (the bench's -w).
+    #[arg(long, default_value_t = 1, requires = "upstream")]
+    warmup: u32,
+    /// With --upstream --vs: the `lab bench --vs` run folder of the same pair to compare with
+    /// (default: results/bench/<kernel>-vs-<kernel2>/latest).
+    #[arg(long, requires = "upstream")]
+    ours: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -29,11 +43,44 @@ pub struct PlotArgs {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
+    if args.upstream {
+        return upstream(ctx, &args);
+    }
     let (mut report, session) = crate::bench::run(&ctx.kernels, &ctx.cache, &args.kernel, args.vs.as_deref(), args.runs)?;
     report.files = write(&report, &session.dir)?;
     session.publish()?;
     print!("{}", render::bench::report(&report));
     Ok(0)
+}
+
+/// `lab bench --upstream`: the kernel's own `bench sockmap`, a line per mode as it finishes, then
+/// the tables; JSON (per kernel, and the comparison) and the text beside the raw output.
+fn upstream(ctx: &Context, args: &Args) -> anyhow::Result<u8> {
+    let settings = upstream::Settings { warmup: args.warmup, duration: args.duration, runs: args.runs };
+    let req = upstream::Request { kernel: &args.kernel, vs: args.vs.as_deref(), settings, ours: args.ours.as_deref() };
+    let mut on_event = |event: upstream::Event| {
+        if let Some(line) = render::bench_upstream::event_line(&event) {
+            println!("{line}");
+        }
+    };
+    let (mut report, session) = upstream::run(&ctx.kernels, &ctx.cache, &req, &mut on_event)?;
+    report.files = write_upstream(&report, &session.dir)?;
+    session.publish()?;
+    print!("{}", render::bench_upstream::report(&report));
+    let failed = report.kernels.iter().flat_map(|k| &k.modes).any(|m| m.path.as_deref().is_some_and(|p| p != "tcp") && m.rcv_mb_per_s.is_none());
+    Ok(u8::from(failed))
+}
+
+fn write_upstream(report: &upstream::UpstreamReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for k in &report.kernels {
+        files.push(put(dir, &format!("{}.json", k.kernel), &serde_json::to_string_pretty(k)?)?);
+    }
+    if let Some(cmp) = &report.comparison {
+        files.push(put(dir, &format!("{}-vs-{}.json", cmp.base, cmp.other), &serde_json::to_string_pretty(cmp)?)?);
+    }
+    files.push(put(dir, "summary.txt", &render::bench_upstream::report(report))?);
+    Ok(files)
 }
 
 /// The plots drawn again, and the tables printed again, from what the bench wrote.

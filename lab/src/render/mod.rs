@@ -3,6 +3,7 @@
 //! they read. Nothing here runs a guest or a build.
 
 pub mod bench;
+pub mod bench_upstream;
 pub mod bisect;
 pub mod junit;
 pub mod kernels;
