@@ -206,6 +206,12 @@ pub struct Programs {
     pub verdict_runs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parser_ran: Option<bool>,
+    /// Whether the case's extra program (attached beside the path's own) ever ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_verdict_ran: Option<bool>,
+    /// Runs of msg_pass, the program a case updates its bpf_link to (one per send it saw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg_pass_runs: Option<u64>,
     /// The redirect helper found no socket at the target key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub redirect_missed: bool,
@@ -287,10 +293,30 @@ pub enum Step {
         key: u32,
         result: Outcome,
     },
-    /// `role` put (back) into the map at `key`.
+    /// `role` put (back) into the map at `key` (the other map, where `map` is named).
     MapInsert {
         key: u32,
         role: Role,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        map: Option<&'static str>,
+        result: Outcome,
+    },
+    /// The entry at `key` of `map` deleted (cases with two maps; else [`Step::MapDelete`]).
+    MapDeleteFrom {
+        map: &'static str,
+        key: u32,
+        result: Outcome,
+    },
+    /// BPF_PROG_ATTACH of the path's program to the map, again.
+    ProgAttach {
+        result: Outcome,
+    },
+    /// BPF_LINK_UPDATE of the case's link to msg_pass.
+    LinkUpdate {
+        result: Outcome,
+    },
+    /// BPF_LINK_DETACH of the case's link (its descriptor stays open).
+    LinkDetach {
         result: Outcome,
     },
     Shutdown {
