@@ -64,7 +64,7 @@ fn socketpair(kind: i32, side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock)
     Ok((sock, peer))
 }
 
-fn ipv4_loopback() -> (i32, SockAddr) {
+pub(crate) fn ipv4_loopback() -> (i32, SockAddr) {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,

@@ -16,6 +16,7 @@ mod disruption;
 pub mod family;
 pub mod guest;
 pub mod kmsg;
+mod listener;
 pub mod observation;
 pub mod patience;
 pub mod payload;

@@ -19,6 +19,11 @@ pub enum Role {
     BPeer,
     AListener,
     BListener,
+    /// A listener a case puts in the map itself (tests/listener.rs), a client connected to it and
+    /// the child accepted for that client.
+    Listener,
+    Client,
+    Child,
 }
 
 impl Role {
@@ -34,6 +39,9 @@ impl Role {
             Self::BPeer => "b_peer",
             Self::AListener => "a_listener",
             Self::BListener => "b_listener",
+            Self::Listener => "listener",
+            Self::Client => "client",
+            Self::Child => "child",
         }
     }
 }
@@ -326,6 +334,18 @@ pub enum Step {
     },
     Close {
         role: Role,
+    },
+    /// A TCP listener on 127.0.0.1 made (bound and listening).
+    Listen {
+        result: Outcome,
+    },
+    /// The client connected to the listener (the connection now waits in its accept queue).
+    Connect {
+        result: Outcome,
+    },
+    /// The listener's accept(2): the child.
+    Accept {
+        result: Outcome,
     },
     /// One sendmsg(2) of several iovecs (their lengths), from a thread of its own.
     SendIovecs {

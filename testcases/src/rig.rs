@@ -268,6 +268,8 @@ pub struct Rig<'obj> {
     redirect_may_miss: bool,
     /// What each wait that gave up waited for: printed with the case's failure.
     pub(crate) stalls: Vec<String>,
+    /// The sockets the case's body made (see listener.rs), for the accounting.
+    pub(crate) ledger: Ledger,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
@@ -327,8 +329,10 @@ pub fn observe(
         pin_verdict_runs: false,
         redirect_may_miss: false,
         stalls: Vec::new(),
+        ledger: Ledger::default(),
     };
     body(&mut rig);
+    ledger.extend(std::mem::take(&mut rig.ledger));
     let stalls = std::mem::take(&mut rig.stalls);
     (rig.finish(), stalls)
 }
@@ -382,7 +386,8 @@ impl Rig<'_> {
         // takes it, and a read of A in that moment wins it. So A is only read during the transfer
         // when it is meant to receive; otherwise by finish(), after the data has settled elsewhere.
         let racy = !self.scenario.path.is_tx() && !expected.contains_key(&Role::A);
-        let watched: Vec<Role> = socks.keys().copied().filter(|role| !(racy && *role == Role::A)).collect();
+        let watched: Vec<Role> =
+            socks.keys().copied().filter(|role| inbox.contains_key(role) && !(racy && *role == Role::A)).collect();
         let ((messages_sent, stopped_by, send_stall), read_stall) = thread::scope(|scope| {
             let sending = scope.spawn(|| send_all(sender, &data, messages, window, &progress, &wakeup));
             let read_stall = read_until_settled(socks, &watched, inbox, expected, &progress, &wakeup);
@@ -414,7 +419,7 @@ impl Rig<'_> {
 
     /// poll(2) for POLLIN (an error or hang-up also ends the wait), at most [`STALL`] of guest run
     /// time; a wait that runs out is noted as a stall.
-    fn wait_for_pollin(&mut self, role: Role, why: &str) {
+    pub(crate) fn wait_for_pollin(&mut self, role: Role, why: &str) {
         let fd = self.sock(role).raw();
         let mut wait = Patience::new(STALL);
         while !wait.exhausted() {
@@ -566,7 +571,8 @@ impl Rig<'_> {
         // Bounds the whole settle (data that keeps coming), in guest run time.
         let mut wait = Patience::new(STALL);
         loop {
-            let open: Vec<Role> = self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox[r].open()).collect();
+            let open: Vec<Role> =
+                self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox.get(r).is_some_and(Inbox::open)).collect();
             if open.is_empty() || wait.exhausted() {
                 return;
             }
@@ -586,8 +592,11 @@ impl Rig<'_> {
 
     fn finish(mut self) -> Observation {
         self.settle();
+        // Every role but a listener has an inbox.
         for (role, sock) in &self.socks {
-            self.inbox.get_mut(role).expect("every role has an inbox").take_queued(sock);
+            if let Some(inbox) = self.inbox.get_mut(role) {
+                inbox.take_queued(sock);
+            }
         }
         let runs = self.counter(self.scenario.hook().verdict_counter());
         let redirect_missed = self.counter(Counter::RedirectMisses) > 0;
