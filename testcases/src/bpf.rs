@@ -133,7 +133,8 @@ impl<'obj> Bpf<'obj> {
         self.skel.maps.config.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).expect("writing the config map");
     }
 
-    fn map_fd(&self) -> i32 {
+    /// The map under test's descriptor, for a thread of the case's own (the skeleton stays here).
+    pub(crate) fn map_fd(&self) -> i32 {
         self.fd_of(self.map)
     }
 
@@ -267,4 +268,22 @@ pub fn prog_exists(id: u32) -> bool {
     // SAFETY: the descriptor was just returned to us and nothing else uses it.
     unsafe { libc::close(fd) };
     true
+}
+
+/// BPF_MAP_UPDATE_ELEM (BPF_ANY) of `sock_fd` at `key` of the map `map_fd`, or BPF_MAP_DELETE_ELEM
+/// with None: for a thread that churns an entry while the case goes on.
+pub(crate) fn raw_update(map_fd: i32, key: u32, sock_fd: Option<i32>) -> bool {
+    // SAFETY: key and value point at u32s, matching the maps' key and value sizes.
+    let ret = unsafe {
+        match sock_fd {
+            Some(fd) => libbpf_sys::bpf_map_update_elem(
+                map_fd,
+                (&key as *const u32).cast(),
+                (&(fd as u32) as *const u32).cast(),
+                libbpf_sys::BPF_ANY.into(),
+            ),
+            None => libbpf_sys::bpf_map_delete_elem(map_fd, (&key as *const u32).cast()),
+        }
+    };
+    ret == 0
 }

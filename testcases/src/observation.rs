@@ -347,6 +347,17 @@ pub enum Step {
     Accept {
         result: Outcome,
     },
+    /// `connections` clients connected and accepted one after another while a thread put the
+    /// listener into the map and took it out again without pause; each child sent `len` bytes to
+    /// its client. `churned`: the thread's inserts and deletes both succeeded at least once
+    /// meanwhile (else the race was not run).
+    AcceptWhileChurned {
+        connections: usize,
+        accepted: usize,
+        /// Clients that read exactly their child's bytes.
+        delivered: usize,
+        churned: bool,
+    },
     /// One sendmsg(2) of several iovecs (their lengths), from a thread of its own.
     SendIovecs {
         role: Role,

@@ -1,6 +1,7 @@
 //! Listening sockets in the map (issue 13, family 9): a child accepted from a listener in the map
 //! does not inherit the listener's psock; the listener leaving the map, or closing, with a
-//! connection still waiting in its accept queue. Runs only inside a lab guest.
+//! connection still waiting in its accept queue; the listener's entry inserted and deleted by a
+//! thread while connections are accepted. Runs only inside a lab guest.
 //!
 //! A listener takes the map's programs like any socket, but net/ipv4/tcp_bpf.c:tcp_bpf_clone()
 //! gives each child the listener's original proto back and net/core/sock.c:sk_clone_lock() clears
@@ -17,6 +18,9 @@ use testcases::{pattern, run_case, Rig, Role, Scenario};
 const KEY_LISTENER: u32 = 2;
 const KEY_CHILD: u32 = 3;
 const CHUNK: usize = 500;
+/// Enough connections for the churning thread to catch the listener in and out of the map at
+/// several clones, few enough for TCG.
+const CHURNED_CONNECTIONS: usize = 32;
 
 fn listener_case(path: Path, what: &str, body: impl FnOnce(&mut Rig<'_>)) {
     let scenario = Scenario::new(path, Sockmap, Ipv4);
@@ -109,5 +113,21 @@ fn listener_closed_with_unaccepted_child(#[values(TxToRx, RxToRx)] path: Path) {
         rig.connect_client();
         rig.close(Role::Listener);
         rig.read_to_end(Role::Client);
+    });
+}
+
+/// Connections accepted while a thread puts the listener into the map and takes it out again
+/// without pause: whenever each child was cloned (sock_map_link() and sock_map_unref() racing
+/// tcp_create_openreq_child()), it is a plain socket, and the bytes it sends reach its client
+/// whole. The tx path only: on the rx paths a child cloned while the listener was in the map loses
+/// its data (finding listener-child-inherits-verdict-data-ready), a count that timing decides.
+#[rstest]
+fn listener_delete_racing_accept() {
+    listener_case(TxToRx, "listener_churned_while_accepting", |rig| {
+        rig.pin_verdict_runs();
+        one_chunk(rig, Role::A, Role::B);
+        rig.listen();
+        rig.accept_while_churned(KEY_LISTENER, CHURNED_CONNECTIONS, 64);
+        one_chunk(rig, Role::A, Role::B);
     });
 }
