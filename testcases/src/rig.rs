@@ -286,7 +286,8 @@ pub fn observe(
     let hooks: Vec<Hook> = [scenario.hook()].into_iter().chain(scenario.extra.map(|(hook, _)| hook)).collect();
     let bpf = Bpf::load(&mut object, scenario.map, &hooks, scenario.by_link).expect("loading bpf/sockmap.bpf.c");
     bpf.configure(&config);
-    let link = if scenario.by_link { bpf.link_msg_verdict().map(Some) } else { bpf.attach(scenario.hook()).map(|()| None) };
+    let link =
+        if scenario.by_link { bpf.link_msg_verdict().map(Some) } else { bpf.attach(scenario.hook()).map(|()| None) };
     let link = match link {
         Ok(link) => link,
         Err(refused) => return (Observation::refused(refused.step, refused.errno), vec![]),
@@ -571,8 +572,12 @@ impl Rig<'_> {
         // Bounds the whole settle (data that keeps coming), in guest run time.
         let mut wait = Patience::new(STALL);
         loop {
-            let open: Vec<Role> =
-                self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox.get(r).is_some_and(Inbox::open)).collect();
+            let open: Vec<Role> = self
+                .socks
+                .keys()
+                .copied()
+                .filter(|r| *r != Role::A && self.inbox.get(r).is_some_and(Inbox::open))
+                .collect();
             if open.is_empty() || wait.exhausted() {
                 return;
             }
