@@ -3,7 +3,8 @@
  *
  * One object serves every case: what a program does is read from the `config` map, which the
  * test fills in before any data moves, and what it did is added up in `counters`. A case attaches
- * only the programs its path needs, to the one map (sock_map or sock_hash) it redirects through.
+ * only the programs its path needs, usually to the one map (sock_map or sock_hash) it redirects
+ * through; the cases on one psock shared by several programs or maps attach to both.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -146,6 +147,15 @@ int msg_verdict(struct sk_msg_md *msg)
 	if (verdict != SK_PASS)
 		bump(CNT_REDIRECT_MISSES);
 	return verdict;
+}
+
+/* The program a case swaps in through bpf_link_update(): lets everything pass, and counts apart
+ * from msg_verdict so that which of the two a socket runs shows in the counters. */
+SEC("sk_msg")
+int msg_pass(struct sk_msg_md *msg)
+{
+	bump(CNT_MSG_PASS_RUNS);
+	return SK_PASS;
 }
 
 static __always_inline int skb_decide(struct __sk_buff *skb)

@@ -45,6 +45,8 @@ enum counter {
 	CNT_PULLED_FIRST_BYTE,
 	/* The errno (positive) of the last failing bpf_msg_pop_data(). */
 	CNT_HELPER_ERRNO,
+	/* Runs of msg_pass, the program a bpf_link is updated to. */
+	CNT_MSG_PASS_RUNS,
 	CNT_MAX,
 };
 

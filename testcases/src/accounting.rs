@@ -257,6 +257,11 @@ impl Ledger {
         let cookie = sock.cookie().unwrap_or_else(|errno| panic!("SO_COOKIE of {role:?}: {errno}"));
         self.sockets.insert(cookie, role);
     }
+
+    /// Takes over what `other` recorded (sockets a case made while it ran).
+    pub fn extend(&mut self, other: Ledger) {
+        self.sockets.extend(other.sockets);
+    }
 }
 
 /// What the accounting saw of a case; part of its observation.

@@ -1,7 +1,7 @@
 //! The skeleton of bpf/sockmap.bpf.c and what the cases do with it: steer, attach, insert, count.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -41,6 +41,7 @@ pub enum Counter {
     PulledLen = 6,
     PulledFirstByte = 7,
     HelperErrno = 8,
+    MsgPassRuns = 9,
 }
 
 /// PUSH_FILL in bpf/sockmap.h.
@@ -99,15 +100,22 @@ pub struct Bpf<'obj> {
 }
 
 impl<'obj> Bpf<'obj> {
-    /// Loads only the programs `hook` needs: each program costs verifier time, and under TCG that adds
-    /// up over hundreds of cases.
-    pub fn load(object: &'obj mut MaybeUninit<OpenObject>, map: MapKind, hook: Hook) -> libbpf_rs::Result<Self> {
+    /// Loads only the programs `hooks` need (and msg_pass, the program a bpf_link is updated to,
+    /// with `msg_pass`): each program costs verifier time, and under TCG that adds up over hundreds
+    /// of cases.
+    pub fn load(
+        object: &'obj mut MaybeUninit<OpenObject>,
+        map: MapKind,
+        hooks: &[Hook],
+        msg_pass: bool,
+    ) -> libbpf_rs::Result<Self> {
         let mut open = SockmapSkelBuilder::default().open(object)?;
         let progs = &mut open.progs;
-        progs.msg_verdict.set_autoload(hook == Hook::Msg);
-        progs.skb_verdict.set_autoload(hook == Hook::SkbVerdict);
-        progs.skb_parser.set_autoload(hook == Hook::StreamParser);
-        progs.skb_stream_verdict.set_autoload(hook == Hook::StreamParser);
+        progs.msg_verdict.set_autoload(hooks.contains(&Hook::Msg));
+        progs.msg_pass.set_autoload(msg_pass);
+        progs.skb_verdict.set_autoload(hooks.contains(&Hook::SkbVerdict));
+        progs.skb_parser.set_autoload(hooks.contains(&Hook::StreamParser));
+        progs.skb_stream_verdict.set_autoload(hooks.contains(&Hook::StreamParser));
         let skel = open.load()?;
         assert_eq!(
             skel.maps.config.value_size() as usize,
@@ -125,8 +133,13 @@ impl<'obj> Bpf<'obj> {
         self.skel.maps.config.update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY).expect("writing the config map");
     }
 
-    fn map_fd(&self) -> i32 {
-        match self.map {
+    /// The map under test's descriptor, for a thread of the case's own (the skeleton stays here).
+    pub(crate) fn map_fd(&self) -> i32 {
+        self.fd_of(self.map)
+    }
+
+    fn fd_of(&self, map: MapKind) -> i32 {
+        match map {
             MapKind::Sockmap => self.skel.maps.sock_map.as_fd().as_raw_fd(),
             MapKind::Sockhash => self.skel.maps.sock_hash.as_fd().as_raw_fd(),
         }
@@ -135,11 +148,16 @@ impl<'obj> Bpf<'obj> {
     /// Attaches the loaded programs to the map under test; must come before any socket is inserted,
     /// since a socket only picks up the programs attached when it joins the map.
     pub fn attach(&self, hook: Hook) -> Result<(), Refused> {
+        self.attach_to(self.map, hook)
+    }
+
+    /// [`Bpf::attach`] to either map.
+    pub fn attach_to(&self, map: MapKind, hook: Hook) -> Result<(), Refused> {
         let progs = &self.skel.progs;
         let attach = |prog: &ProgramMut<'_>, step| {
             // SAFETY: plain syscall wrapper on two descriptors we own.
             let ret = unsafe {
-                libbpf_sys::bpf_prog_attach(prog.as_fd().as_raw_fd(), self.map_fd(), prog.attach_type() as u32, 0)
+                libbpf_sys::bpf_prog_attach(prog.as_fd().as_raw_fd(), self.fd_of(map), prog.attach_type() as u32, 0)
             };
             if ret < 0 {
                 return Err(Refused { step, errno: Errno::from_raw(-ret) });
@@ -156,12 +174,43 @@ impl<'obj> Bpf<'obj> {
         }
     }
 
+    /// Attaches msg_verdict to the map under test through a bpf_link (BPF_LINK_TYPE_SOCKMAP, since
+    /// 6.10) instead of BPF_PROG_ATTACH; the program stays attached as long as the link's descriptor.
+    pub fn link_msg_verdict(&self) -> Result<OwnedFd, Refused> {
+        let prog = self.skel.progs.msg_verdict.as_fd().as_raw_fd();
+        // SAFETY: plain syscall wrapper on two descriptors we own; no options.
+        let ret = unsafe {
+            libbpf_sys::bpf_link_create(prog, self.map_fd(), libbpf_sys::BPF_SK_MSG_VERDICT, std::ptr::null())
+        };
+        if ret < 0 {
+            return Err(Refused { step: "link_create", errno: Errno::from_raw(-ret) });
+        }
+        // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+    }
+
+    /// Points `link` at msg_pass (BPF_LINK_UPDATE).
+    pub fn link_update_to_msg_pass(&self, link: &OwnedFd) -> Result<(), Errno> {
+        let prog = self.skel.progs.msg_pass.as_fd().as_raw_fd();
+        // SAFETY: plain syscall wrapper on two descriptors we own; no options.
+        let ret = unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), prog, std::ptr::null()) };
+        if ret < 0 {
+            return Err(Errno::from_raw(-ret));
+        }
+        Ok(())
+    }
+
     pub fn insert(&self, key: u32, sock: &Sock) -> Result<(), Errno> {
+        self.insert_into(self.map, key, sock)
+    }
+
+    /// Puts `sock` at `key` of either map (BPF_ANY: replaces whatever is there).
+    pub fn insert_into(&self, map: MapKind, key: u32, sock: &Sock) -> Result<(), Errno> {
         let fd = sock.raw() as u32;
         // SAFETY: key and value point at u32s, matching the maps' key and value sizes.
         let ret = unsafe {
             libbpf_sys::bpf_map_update_elem(
-                self.map_fd(),
+                self.fd_of(map),
                 (&key as *const u32).cast(),
                 (&fd as *const u32).cast(),
                 libbpf_sys::BPF_ANY.into(),
@@ -174,8 +223,12 @@ impl<'obj> Bpf<'obj> {
     }
 
     pub fn remove(&self, key: u32) -> Result<(), Errno> {
+        self.remove_from(self.map, key)
+    }
+
+    pub fn remove_from(&self, map: MapKind, key: u32) -> Result<(), Errno> {
         // SAFETY: key points at a u32, matching the maps' key size.
-        let ret = unsafe { libbpf_sys::bpf_map_delete_elem(self.map_fd(), (&key as *const u32).cast()) };
+        let ret = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd_of(map), (&key as *const u32).cast()) };
         if ret < 0 {
             return Err(Errno::from_raw(-ret));
         }
@@ -215,4 +268,22 @@ pub fn prog_exists(id: u32) -> bool {
     // SAFETY: the descriptor was just returned to us and nothing else uses it.
     unsafe { libc::close(fd) };
     true
+}
+
+/// BPF_MAP_UPDATE_ELEM (BPF_ANY) of `sock_fd` at `key` of the map `map_fd`, or BPF_MAP_DELETE_ELEM
+/// with None: for a thread that churns an entry while the case goes on.
+pub(crate) fn raw_update(map_fd: i32, key: u32, sock_fd: Option<i32>) -> bool {
+    // SAFETY: key and value point at u32s, matching the maps' key and value sizes.
+    let ret = unsafe {
+        match sock_fd {
+            Some(fd) => libbpf_sys::bpf_map_update_elem(
+                map_fd,
+                (&key as *const u32).cast(),
+                (&(fd as u32) as *const u32).cast(),
+                libbpf_sys::BPF_ANY.into(),
+            ),
+            None => libbpf_sys::bpf_map_delete_elem(map_fd, (&key as *const u32).cast()),
+        }
+    };
+    ret == 0
 }

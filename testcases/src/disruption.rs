@@ -3,11 +3,12 @@
 //! while the case acts). The teardown, helper and memory-pressure cases are built from these.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use crate::bpf::{self, Counter};
+use crate::bpf::{self, Counter, MapKind};
 use crate::observation::{Delivered, Role, Step};
 use crate::patience::{self, Patience};
 use crate::payload::pattern;
@@ -15,7 +16,7 @@ use crate::rig::{Rig, STALL};
 use crate::sys;
 
 /// Every counter the programs keep (enum counter in bpf/sockmap.h).
-const COUNTERS: [Counter; 9] = [
+const COUNTERS: [Counter; 10] = [
     Counter::MsgRuns,
     Counter::ParserRuns,
     Counter::StreamVerdictRuns,
@@ -25,6 +26,7 @@ const COUNTERS: [Counter; 9] = [
     Counter::PulledLen,
     Counter::PulledFirstByte,
     Counter::HelperErrno,
+    Counter::MsgPassRuns,
 ];
 
 /// How long a send that blocks for memory may wait in all (SO_SNDTIMEO counts the whole call):
@@ -175,6 +177,41 @@ impl Rig<'_> {
     pub fn map_insert(&mut self, key: u32, role: Role) {
         let bpf = self.bpf.as_ref().expect("map_insert after free_map");
         let result = bpf.insert(key, self.sock(role)).into();
-        self.steps.push(Step::MapInsert { key, role, result });
+        self.steps.push(Step::MapInsert { key, role, map: None, result });
+    }
+
+    /// Puts `role` at `key` of `map`, which need not be the map under test (BPF_ANY).
+    pub fn map_insert_into(&mut self, map: MapKind, key: u32, role: Role) {
+        let bpf = self.bpf.as_ref().expect("map_insert_into after free_map");
+        let result = bpf.insert_into(map, key, self.sock(role)).into();
+        self.steps.push(Step::MapInsert { key, role, map: Some(map.name()), result });
+    }
+
+    pub fn map_delete_from(&mut self, map: MapKind, key: u32) {
+        let result = self.bpf.as_ref().expect("map_delete_from after free_map").remove_from(map, key).into();
+        self.steps.push(Step::MapDeleteFrom { map: map.name(), key, result });
+    }
+
+    /// Attaches the path's program to the map under test once more (BPF_PROG_ATTACH).
+    pub fn prog_attach(&mut self) {
+        let bpf = self.bpf.as_ref().expect("prog_attach after free_map");
+        let result = bpf.attach(self.scenario().hook()).map_err(|refused| refused.errno).into();
+        self.steps.push(Step::ProgAttach { result });
+    }
+
+    /// Points the case's bpf_link at msg_pass: the map hands that to sockets that join from now on.
+    pub fn link_update(&mut self) {
+        let (bpf, link) = (self.bpf.as_ref().expect("link_update after free_map"), self.link.as_ref());
+        let result = bpf.link_update_to_msg_pass(link.expect("link_update without a link")).into();
+        self.steps.push(Step::LinkUpdate { result });
+    }
+
+    /// BPF_LINK_DETACH of the case's link: the map loses the program, the descriptor stays valid.
+    pub fn link_detach(&mut self) {
+        let link = self.link.as_ref().expect("link_detach without a link");
+        // SAFETY: plain syscall wrapper on a descriptor we own.
+        let ret = unsafe { libbpf_rs::libbpf_sys::bpf_link_detach(link.as_raw_fd()) };
+        let result = if ret < 0 { Err(sys::Errno::from_raw(-ret)) } else { Ok(()) };
+        self.steps.push(Step::LinkDetach { result: result.into() });
     }
 }

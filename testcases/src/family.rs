@@ -12,6 +12,8 @@ pub enum Family {
     Ipv6,
     /// UDP over 127.0.0.1.
     Udp,
+    /// UDP over ::1.
+    Udp6,
     UnixStream,
     UnixDgram,
     /// AF_VSOCK stream over VMADDR_CID_LOCAL (the loopback transport).
@@ -27,6 +29,7 @@ impl Family {
             Self::Ipv4 => "ipv4",
             Self::Ipv6 => "ipv6",
             Self::Udp => "udp",
+            Self::Udp6 => "udp_ipv6",
             Self::UnixStream => "unix_stream",
             Self::UnixDgram => "unix_dgram",
             Self::Vsock => "vsock",
@@ -35,7 +38,7 @@ impl Family {
 
     /// The largest single send, for families that keep message boundaries.
     pub fn datagram_limit(self) -> Option<usize> {
-        matches!(self, Self::Udp | Self::UnixDgram).then_some(DATAGRAM_LIMIT)
+        matches!(self, Self::Udp | Self::Udp6 | Self::UnixDgram).then_some(DATAGRAM_LIMIT)
     }
 
     /// Two connected sockets for `side`: (the socket a case puts in the map, its peer). Every socket
@@ -44,7 +47,8 @@ impl Family {
         match self {
             Self::Ipv4 => tcp_pair(ipv4_loopback(), side, ledger),
             Self::Ipv6 => tcp_pair(ipv6_loopback(), side, ledger),
-            Self::Udp => udp_pair(side, ledger),
+            Self::Udp => udp_pair(ipv4_loopback(), side, ledger),
+            Self::Udp6 => udp_pair(ipv6_loopback(), side, ledger),
             Self::UnixStream => socketpair(libc::SOCK_STREAM, side, ledger),
             Self::UnixDgram => socketpair(libc::SOCK_DGRAM, side, ledger),
             Self::Vsock => vsock_pair(side, ledger),
@@ -60,7 +64,7 @@ fn socketpair(kind: i32, side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock)
     Ok((sock, peer))
 }
 
-fn ipv4_loopback() -> (i32, SockAddr) {
+pub(crate) fn ipv4_loopback() -> (i32, SockAddr) {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
@@ -106,9 +110,8 @@ fn tcp_pair((domain, loopback): (i32, SockAddr), side: Side, ledger: &mut Ledger
     stream_pair(domain, &loopback, |bound| bound, side, ledger)
 }
 
-fn udp_pair(side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+fn udp_pair((domain, loopback): (i32, SockAddr), side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
     let (role, peer_role, _) = side.roles();
-    let (domain, loopback) = ipv4_loopback();
     let one = Sock::new(domain, libc::SOCK_DGRAM)?;
     ledger.record(role, &one);
     let other = Sock::new(domain, libc::SOCK_DGRAM)?;

@@ -16,13 +16,14 @@ mod disruption;
 pub mod family;
 pub mod guest;
 pub mod kmsg;
+mod listener;
 pub mod observation;
 pub mod patience;
 pub mod payload;
 pub mod rig;
 pub mod sys;
 
-pub use bpf::{Action, Config, MapKind, PUSH_FILL};
+pub use bpf::{Action, Config, Hook, MapKind, PUSH_FILL};
 pub use case::run_case;
 pub use family::Family;
 pub use observation::{Observation, Role};

@@ -19,6 +19,11 @@ pub enum Role {
     BPeer,
     AListener,
     BListener,
+    /// A listener a case puts in the map itself (tests/listener.rs), a client connected to it and
+    /// the child accepted for that client.
+    Listener,
+    Client,
+    Child,
 }
 
 impl Role {
@@ -34,6 +39,9 @@ impl Role {
             Self::BPeer => "b_peer",
             Self::AListener => "a_listener",
             Self::BListener => "b_listener",
+            Self::Listener => "listener",
+            Self::Client => "client",
+            Self::Child => "child",
         }
     }
 }
@@ -206,6 +214,12 @@ pub struct Programs {
     pub verdict_runs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parser_ran: Option<bool>,
+    /// Whether the case's extra program (attached beside the path's own) ever ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_verdict_ran: Option<bool>,
+    /// Runs of msg_pass, the program a case updates its bpf_link to (one per send it saw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg_pass_runs: Option<u64>,
     /// The redirect helper found no socket at the target key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub redirect_missed: bool,
@@ -287,10 +301,30 @@ pub enum Step {
         key: u32,
         result: Outcome,
     },
-    /// `role` put (back) into the map at `key`.
+    /// `role` put (back) into the map at `key` (the other map, where `map` is named).
     MapInsert {
         key: u32,
         role: Role,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        map: Option<&'static str>,
+        result: Outcome,
+    },
+    /// The entry at `key` of `map` deleted (cases with two maps; else [`Step::MapDelete`]).
+    MapDeleteFrom {
+        map: &'static str,
+        key: u32,
+        result: Outcome,
+    },
+    /// BPF_PROG_ATTACH of the path's program to the map, again.
+    ProgAttach {
+        result: Outcome,
+    },
+    /// BPF_LINK_UPDATE of the case's link to msg_pass.
+    LinkUpdate {
+        result: Outcome,
+    },
+    /// BPF_LINK_DETACH of the case's link (its descriptor stays open).
+    LinkDetach {
         result: Outcome,
     },
     Shutdown {
@@ -300,6 +334,29 @@ pub enum Step {
     },
     Close {
         role: Role,
+    },
+    /// A TCP listener on 127.0.0.1 made (bound and listening).
+    Listen {
+        result: Outcome,
+    },
+    /// The client connected to the listener (the connection now waits in its accept queue).
+    Connect {
+        result: Outcome,
+    },
+    /// The listener's accept(2): the child.
+    Accept {
+        result: Outcome,
+    },
+    /// `connections` clients connected and accepted one after another while a thread put the
+    /// listener into the map and took it out again without pause; each child sent `len` bytes to
+    /// its client. `churned`: the thread's inserts and deletes both succeeded at least once
+    /// meanwhile (else the race was not run).
+    AcceptWhileChurned {
+        connections: usize,
+        accepted: usize,
+        /// Clients that read exactly their child's bytes.
+        delivered: usize,
+        churned: bool,
     },
     /// One sendmsg(2) of several iovecs (their lengths), from a thread of its own.
     SendIovecs {

@@ -100,17 +100,58 @@ impl Path {
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
     pub path: Path,
+    /// The map A is in, with the path's programs attached.
     pub map: MapKind,
     pub family: Family,
     /// rx paths: sk_skb stream parser + stream verdict instead of the parser-less sk_skb verdict.
     pub strparser: bool,
     /// The loopback MTU the case sets before it connects anything (see guest::set_loopback_mtu).
     pub loopback_mtu: Option<i32>,
+    /// The map B is in and the programs redirect through: `map` unless the case crosses maps (then
+    /// nothing is attached to it).
+    pub target_map: MapKind,
+    /// B's family: `family` unless the case crosses families.
+    pub target_family: Family,
+    /// One more program, attached to this map before anything joins it (both maps' programs then
+    /// meet on a socket that is in both).
+    pub extra: Option<(Hook, MapKind)>,
+    /// The path's program is attached through a bpf_link (tx paths only).
+    pub by_link: bool,
 }
 
 impl Scenario {
     pub fn new(path: Path, map: MapKind, family: Family) -> Self {
-        Self { path, map, family, strparser: false, loopback_mtu: None }
+        Self {
+            path,
+            map,
+            family,
+            strparser: false,
+            loopback_mtu: None,
+            target_map: map,
+            target_family: family,
+            extra: None,
+            by_link: false,
+        }
+    }
+
+    /// B in `map` instead, which has no programs.
+    pub fn with_target_map(self, map: MapKind) -> Self {
+        Self { target_map: map, ..self }
+    }
+
+    /// B of `family` instead.
+    pub fn with_target_family(self, family: Family) -> Self {
+        Self { target_family: family, ..self }
+    }
+
+    /// `hook`'s programs attached to `map` too.
+    pub fn with_extra(self, hook: Hook, map: MapKind) -> Self {
+        Self { extra: Some((hook, map)), ..self }
+    }
+
+    pub fn by_link(self) -> Self {
+        assert!(self.path.is_tx(), "only the sk_msg program is attached through a link");
+        Self { by_link: true, ..self }
     }
 
     pub fn with_loopback_mtu(self, mtu: i32) -> Self {
@@ -140,7 +181,7 @@ impl Scenario {
     pub fn config(&self) -> Config {
         Config {
             action: Action::Redirect as u32,
-            use_hash: u32::from(self.map == MapKind::Sockhash),
+            use_hash: u32::from(self.target_map == MapKind::Sockhash),
             target_key: KEY_B,
             flags: if self.path.is_ingress() { F_INGRESS } else { 0 },
             ..Config::default()
@@ -210,6 +251,8 @@ pub struct Rig<'obj> {
     scenario: Scenario,
     /// None once the case freed the map (and its programs) on purpose: see [`Rig::free_map`].
     pub(crate) bpf: Option<Bpf<'obj>>,
+    /// The bpf_link the path's program is attached through, while the case has not detached it.
+    pub(crate) link: Option<std::os::fd::OwnedFd>,
     /// The programs' counters as they were when the map was freed.
     pub(crate) freed_counters: Option<BTreeMap<u32, u64>>,
     pub(crate) socks: BTreeMap<Role, Sock>,
@@ -225,6 +268,8 @@ pub struct Rig<'obj> {
     redirect_may_miss: bool,
     /// What each wait that gave up waited for: printed with the case's failure.
     pub(crate) stalls: Vec<String>,
+    /// The sockets the case's body made (see listener.rs), for the accounting.
+    pub(crate) ledger: Ledger,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
@@ -238,21 +283,30 @@ pub fn observe(
     body: impl FnOnce(&mut Rig<'_>),
 ) -> (Observation, Vec<String>) {
     let mut object = MaybeUninit::uninit();
-    let bpf = Bpf::load(&mut object, scenario.map, scenario.hook()).expect("loading bpf/sockmap.bpf.c");
+    let hooks: Vec<Hook> = [scenario.hook()].into_iter().chain(scenario.extra.map(|(hook, _)| hook)).collect();
+    let bpf = Bpf::load(&mut object, scenario.map, &hooks, scenario.by_link).expect("loading bpf/sockmap.bpf.c");
     bpf.configure(&config);
-    if let Err(refused) = bpf.attach(scenario.hook()) {
-        return (Observation::refused(refused.step, refused.errno), vec![]);
+    let link =
+        if scenario.by_link { bpf.link_msg_verdict().map(Some) } else { bpf.attach(scenario.hook()).map(|()| None) };
+    let link = match link {
+        Ok(link) => link,
+        Err(refused) => return (Observation::refused(refused.step, refused.errno), vec![]),
+    };
+    if let Some((hook, map)) = scenario.extra {
+        if let Err(refused) = bpf.attach_to(map, hook) {
+            return (Observation::refused(refused.step, refused.errno), vec![]);
+        }
     }
     if let Some(mtu) = scenario.loopback_mtu {
         crate::guest::set_loopback_mtu(mtu).expect("setting the loopback MTU");
     }
     let ((a, a_peer), (b, b_peer)) =
-        match (scenario.family.pair(Side::A, ledger), scenario.family.pair(Side::B, ledger)) {
+        match (scenario.family.pair(Side::A, ledger), scenario.target_family.pair(Side::B, ledger)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(errno), _) | (_, Err(errno)) => return (Observation::refused("socket", errno), vec![]),
         };
-    for (key, sock) in [(KEY_A, &a), (KEY_B, &b)] {
-        if let Err(errno) = bpf.insert(key, sock) {
+    for (map, key, sock) in [(scenario.map, KEY_A, &a), (scenario.target_map, KEY_B, &b)] {
+        if let Err(errno) = bpf.insert_into(map, key, sock) {
             return (Observation::refused("map_update", errno), vec![]);
         }
     }
@@ -264,6 +318,7 @@ pub fn observe(
     let mut rig = Rig {
         scenario,
         bpf: Some(bpf),
+        link,
         freed_counters: None,
         prefix_ok: BTreeSet::new(),
         inbox: Role::CONNECTED.into_iter().map(|role| (role, Inbox::default())).collect(),
@@ -275,8 +330,10 @@ pub fn observe(
         pin_verdict_runs: false,
         redirect_may_miss: false,
         stalls: Vec::new(),
+        ledger: Ledger::default(),
     };
     body(&mut rig);
+    ledger.extend(std::mem::take(&mut rig.ledger));
     let stalls = std::mem::take(&mut rig.stalls);
     (rig.finish(), stalls)
 }
@@ -319,7 +376,9 @@ impl Rig<'_> {
     pub fn transfer(&mut self, from: Role, messages: &[usize]) {
         let total: usize = messages.iter().sum();
         let data = pattern(self.next_offset(from, total), total);
-        let window = self.scenario.family.datagram_limit().map(|_| DATAGRAM_WINDOW);
+        // Either end keeping datagrams is enough for a receive queue to drop rather than push back.
+        let datagrams = self.scenario.family.datagram_limit().or(self.scenario.target_family.datagram_limit());
+        let window = datagrams.map(|_| DATAGRAM_WINDOW);
         let progress = Progress::default();
         let wakeup = Wakeup::new().expect("eventfd");
         let (socks, inbox, expected) = (&self.socks, &mut self.inbox, &self.expected);
@@ -328,7 +387,8 @@ impl Rig<'_> {
         // takes it, and a read of A in that moment wins it. So A is only read during the transfer
         // when it is meant to receive; otherwise by finish(), after the data has settled elsewhere.
         let racy = !self.scenario.path.is_tx() && !expected.contains_key(&Role::A);
-        let watched: Vec<Role> = socks.keys().copied().filter(|role| !(racy && *role == Role::A)).collect();
+        let watched: Vec<Role> =
+            socks.keys().copied().filter(|role| inbox.contains_key(role) && !(racy && *role == Role::A)).collect();
         let ((messages_sent, stopped_by, send_stall), read_stall) = thread::scope(|scope| {
             let sending = scope.spawn(|| send_all(sender, &data, messages, window, &progress, &wakeup));
             let read_stall = read_until_settled(socks, &watched, inbox, expected, &progress, &wakeup);
@@ -360,7 +420,7 @@ impl Rig<'_> {
 
     /// poll(2) for POLLIN (an error or hang-up also ends the wait), at most [`STALL`] of guest run
     /// time; a wait that runs out is noted as a stall.
-    fn wait_for_pollin(&mut self, role: Role, why: &str) {
+    pub(crate) fn wait_for_pollin(&mut self, role: Role, why: &str) {
         let fd = self.sock(role).raw();
         let mut wait = Patience::new(STALL);
         while !wait.exhausted() {
@@ -512,7 +572,12 @@ impl Rig<'_> {
         // Bounds the whole settle (data that keeps coming), in guest run time.
         let mut wait = Patience::new(STALL);
         loop {
-            let open: Vec<Role> = self.socks.keys().copied().filter(|r| *r != Role::A && self.inbox[r].open()).collect();
+            let open: Vec<Role> = self
+                .socks
+                .keys()
+                .copied()
+                .filter(|r| *r != Role::A && self.inbox.get(r).is_some_and(Inbox::open))
+                .collect();
             if open.is_empty() || wait.exhausted() {
                 return;
             }
@@ -532,17 +597,23 @@ impl Rig<'_> {
 
     fn finish(mut self) -> Observation {
         self.settle();
+        // Every role but a listener has an inbox.
         for (role, sock) in &self.socks {
-            self.inbox.get_mut(role).expect("every role has an inbox").take_queued(sock);
+            if let Some(inbox) = self.inbox.get_mut(role) {
+                inbox.take_queued(sock);
+            }
         }
         let runs = self.counter(self.scenario.hook().verdict_counter());
         let redirect_missed = self.counter(Counter::RedirectMisses) > 0;
         let pulled_len = self.counter(Counter::PulledLen);
         let helper_errno = self.counter(Counter::HelperErrno);
+        let extra_runs = self.scenario.extra.map(|(hook, _)| self.counter(hook.verdict_counter()));
         let programs = Programs {
             verdict_ran: runs > 0,
             verdict_runs: self.pin_verdict_runs.then_some(runs),
             parser_ran: self.scenario.strparser.then(|| self.counter(Counter::ParserRuns) > 0),
+            extra_verdict_ran: extra_runs.map(|runs| runs > 0),
+            msg_pass_runs: self.scenario.by_link.then(|| self.counter(Counter::MsgPassRuns)),
             redirect_missed,
             helper_failed: self.counter(Counter::HelperErrors) > 0,
             helper_errno: (helper_errno > 0).then(|| errno_name(Errno::from_raw(helper_errno as i32))),
