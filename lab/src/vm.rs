@@ -161,15 +161,31 @@ fn pip_scripts_dirs() -> Vec<PathBuf> {
     process::output("python3", &["-c", query]).map(|out| out.lines().map(PathBuf::from).collect()).unwrap_or_default()
 }
 
-/// vng from PATH, else from pip's scripts folders; `Err` names the folders looked in.
+/// Where `make deps` writes the path of the vng it installed: a shell without pip's scripts folder
+/// on PATH (cron, CI, `env -i`, another interpreter first on PATH) still finds that one.
+pub const VNG_RECORD: &str = "vng-path";
+
+fn recorded_vng() -> (PathBuf, Option<PathBuf>) {
+    let record = crate::cache::Cache::default_root().join(VNG_RECORD);
+    let vng = std::fs::read_to_string(&record).ok().map(|s| PathBuf::from(s.trim()));
+    (record, vng)
+}
+
+/// vng from PATH, else where `make deps` recorded it, else from pip's scripts folders; `Err` names
+/// every place looked in.
 pub fn find_vng() -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    let on_path = std::env::split_paths(&path).map(|d| d.join("vng")).find(|p| p.is_file());
+    let (record, recorded) = recorded_vng();
     let scripts = pip_scripts_dirs();
-    let looked: Vec<String> = scripts.iter().map(|d| d.display().to_string()).collect();
-    dirs.extend(scripts);
-    dirs.iter().map(|d| d.join("vng")).find(|p| p.is_file()).ok_or_else(|| {
-        format!("vng is not on PATH nor in pip's scripts folder ({}); `make deps` installs virtme-ng", looked.join(", "))
+    let in_scripts = scripts.iter().map(|d| d.join("vng")).find(|p| p.is_file());
+    on_path.or(recorded.filter(|p| p.is_file())).or(in_scripts).ok_or_else(|| {
+        let looked: Vec<String> = scripts.iter().map(|d| d.display().to_string()).collect();
+        format!(
+            "vng is not on PATH, nor where `make deps` recorded it ({}), nor in pip's scripts folder ({}); `make deps` installs virtme-ng",
+            record.display(),
+            looked.join(", ")
+        )
     })
 }
 
