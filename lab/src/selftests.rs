@@ -763,17 +763,15 @@ pub fn run(def: &Definition, entry: &Entry, built: &Built, project: &Path, mut c
     cfg.silence.get_or_insert(crate::suite::SUITE_SILENCE);
     let command = vec!["sh".into(), "-c".into(), guest_script(&built.dir, &run.dir, &plan)];
     let step = Step::start(&format!("{}: running the kernel's sockmap selftests in the guest ({})", def.name, cfg.accel.as_str()));
-    let (mut pending, mut done) = (String::new(), 0usize);
-    let guest = crate::vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
-        pending.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(nl) = pending.find('\n') {
-            let line: String = pending.drain(..=nl).collect();
-            if line.starts_with('#') && (line.trim_end().ends_with(":OK") || line.trim_end().ends_with(":FAIL") || line.trim_end().ends_with(":SKIP")) {
-                done += 1;
-                step.message(&format!("{done} results; {}", line.trim()));
-            }
+    let mut done = 0usize;
+    let on_line = |line: &str| {
+        let end = line.trim_end();
+        if line.starts_with('#') && (end.ends_with(":OK") || end.ends_with(":FAIL") || end.ends_with(":SKIP")) {
+            done += 1;
+            step.message(&format!("{done} results; {}", line.trim()));
         }
-    })?;
+    };
+    let guest = crate::vm::run(&entry.kernel_image(), &command, &cfg, crate::vm::by_line(on_line))?;
     step.finish(&format!("{done} result lines (test_sockmap repeats some)"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
     std::fs::write(run.dir.join("output.log"), &output)?;

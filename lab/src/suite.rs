@@ -142,18 +142,18 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     let listed = list_cases(exes, opts.filter.as_deref())?;
     let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile)];
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
-    let mut pending = String::new();
     let mut done = 0usize;
-    let guest = vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
-        pending.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(nl) = pending.find('\n') {
-            let line: String = pending.drain(..=nl).collect();
+    let guest = vm::run(
+        &entry.kernel_image(),
+        &command,
+        &cfg,
+        vm::by_line(|line| {
             if line.starts_with("test ") && line.contains(" ... ") {
                 done += 1;
                 step.message(&format!("{done} cases; {}", line.trim()));
             }
-        }
-    })?;
+        }),
+    )?;
     step.finish(&format!("{done} cases"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
     let mut cases = collect(&output, &results, &listed);

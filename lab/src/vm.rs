@@ -233,6 +233,18 @@ fn exec_line(script: &str, console_log: &Path) -> anyhow::Result<String> {
     Ok(format!("sh {}", shell_words::quote(&file.display().to_string())))
 }
 
+/// For `run`'s `on_stdout`: the guest's output comes in pieces; `on_line` gets it a whole line at a time.
+pub fn by_line(mut on_line: impl FnMut(&str) + Send) -> impl FnMut(&[u8]) + Send {
+    let mut pending = String::new();
+    move |bytes| {
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(nl) = pending.find('\n') {
+            let line: String = pending.drain(..=nl).collect();
+            on_line(&line);
+        }
+    }
+}
+
 /// Boot `kimg` and run `command` (argv) in it. `on_stdout` receives the command's output live
 /// (stdout and stderr merged, because vng's stderr carries the kernel console).
 pub fn run(kimg: &Path, command: &[String], cfg: &VmConfig, mut on_stdout: impl FnMut(&[u8]) + Send) -> anyhow::Result<GuestRun> {
@@ -340,6 +352,17 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn output_in_pieces_reaches_the_callback_as_whole_lines() {
+        let mut lines = Vec::new();
+        let mut feed = by_line(|l| lines.push(l.to_string()));
+        for piece in ["te", "st a ... ok\ntest b", " ... ", "ok\n", "half"] {
+            feed(piece.as_bytes());
+        }
+        drop(feed);
+        assert_eq!(lines, ["test a ... ok\n", "test b ... ok\n"], "an unfinished line waits for its newline");
+    }
 
     #[test]
     fn a_clean_exit_passes_the_code_through() {

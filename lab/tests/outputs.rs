@@ -29,6 +29,7 @@ fn rows() -> Vec<Row> {
         retried: None,
         totals: Default::default(),
         findings: Default::default(),
+        judged_as: None,
     };
     vec![
         Row { kernel: "debian-6.12".into(), state: RowState::Ran, report: Some(report) },

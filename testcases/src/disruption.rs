@@ -44,6 +44,28 @@ impl Rig<'_> {
         }
     }
 
+    /// `from` sends the next `len` bytes of its stream, and `to` must read exactly those, next.
+    pub fn next_chunk(&mut self, from: Role, to: Role, len: usize) {
+        let offset = self.next_offset(from, 0);
+        self.expect(to, &pattern(offset, len));
+        self.send(from, len);
+        self.receive(to);
+    }
+
+    /// A_peer sends 1024 bytes that land on B; B peeks twice without consuming them (the same bytes
+    /// each time), FIONREAD still counts them, a read takes them, and FIONREAD is 0 after it.
+    pub fn peek_twice_then_read(&mut self) {
+        self.expect(Role::B, &pattern(0, 1024));
+        self.send(Role::APeer, 1024);
+        self.wait_readable(Role::B);
+        self.fionread(Role::B);
+        self.recv_now(Role::B, 100, libc::MSG_PEEK);
+        self.recv_now(Role::B, 100, libc::MSG_PEEK);
+        self.fionread(Role::B);
+        self.recv(Role::B, 2048);
+        self.fionread(Role::B);
+    }
+
     /// Closes every descriptor of the map and its programs. The kernel frees the map only once
     /// nothing holds it: the map lets go of the programs attached to it (sock_map_release_progs()),
     /// but every psock holds its own copies of them, and they hold the map (their used maps). So a

@@ -76,14 +76,6 @@ fn mixed_skb_peek_and_fionread(#[values(false, true)] strparser: bool) {
     let scenario = Scenario::new(RxToRx, Sockmap, Ipv4);
     let scenario = if strparser { scenario.with_strparser() } else { scenario };
     mixed_case(scenario, "msg_peek_and_fionread", |rig| {
-        rig.expect(Role::B, &pattern(0, 1024));
-        rig.send(Role::APeer, 1024);
-        rig.wait_readable(Role::B);
-        rig.fionread(Role::B);
-        rig.recv_now(Role::B, 100, libc::MSG_PEEK);
-        rig.recv_now(Role::B, 100, libc::MSG_PEEK);
-        rig.fionread(Role::B);
-        rig.recv(Role::B, 2048);
-        rig.fionread(Role::B);
+        rig.peek_twice_then_read();
     });
 }

@@ -62,16 +62,12 @@ pub fn boot_once(
         vec!["env".to_string(), "LAB_IN_GUEST=1".into(), format!("LAB_RESULTS_DIR={}", dir.display()), exe.display().to_string()];
     command.extend(args.iter().cloned());
     let step = Step::start(&format!("{label} ({})", cfg.accel.as_str()));
-    let mut pending = String::new();
-    let run = vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
-        pending.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(nl) = pending.find('\n') {
-            let line: String = pending.drain(..=nl).collect();
-            if let Some(point) = line.trim().strip_prefix("benchcases: ") {
-                step.message(point);
-            }
+    let show_point = |line: &str| {
+        if let Some(point) = line.trim().strip_prefix("benchcases: ") {
+            step.message(point);
         }
-    })?;
+    };
+    let run = vm::run(&entry.kernel_image(), &command, &cfg, vm::by_line(show_point))?;
     let output = || process::tail(&String::from_utf8_lossy(&run.stdout), 30);
     match &run.outcome {
         Outcome::Exited { code: 0 } => {}

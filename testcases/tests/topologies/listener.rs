@@ -13,7 +13,7 @@ use rstest::rstest;
 use testcases::Family::Ipv4;
 use testcases::MapKind::Sockmap;
 use testcases::Path::{self, RxToRx, TxToRx};
-use testcases::{pattern, run_case, Rig, Role, Scenario};
+use testcases::{run_case, Rig, Role, Scenario};
 
 const KEY_LISTENER: u32 = 2;
 const KEY_CHILD: u32 = 3;
@@ -29,10 +29,7 @@ fn listener_case(path: Path, what: &str, body: impl FnOnce(&mut Rig<'_>)) {
 
 /// `from` sends the next CHUNK of its stream, and `to` must read exactly that, next.
 fn one_chunk(rig: &mut Rig<'_>, from: Role, to: Role) {
-    let offset = rig.next_offset(from, 0);
-    rig.expect(to, &pattern(offset, CHUNK));
-    rig.send(from, CHUNK);
-    rig.receive(to);
+    rig.next_chunk(from, to, CHUNK);
 }
 
 /// The listener is in the map when the child is accepted; the child is not redirected (its data

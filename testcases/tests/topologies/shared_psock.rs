@@ -14,7 +14,7 @@ use testcases::Family::Ipv4;
 use testcases::Hook::SkbVerdict;
 use testcases::MapKind::{self, Sockhash, Sockmap};
 use testcases::Path::{self, RxToRx, TxToRx};
-use testcases::{pattern, run_case, Rig, Role, Scenario, KEY_A, KEY_B};
+use testcases::{run_case, Rig, Role, Scenario, KEY_A, KEY_B};
 
 /// A key nothing else uses: the second entry of a socket that is already in the map.
 const KEY_SPARE: u32 = 2;
@@ -27,10 +27,7 @@ fn shared_case(scenario: Scenario, what: &str, body: impl FnOnce(&mut Rig<'_>)) 
 
 /// `from` sends the next CHUNK of its stream, and `to` must read exactly that, next.
 fn one_chunk(rig: &mut Rig<'_>, from: Role, to: Role) {
-    let offset = rig.next_offset(from, 0);
-    rig.expect(to, &pattern(offset, CHUNK));
-    rig.send(from, CHUNK);
-    rig.receive(to);
+    rig.next_chunk(from, to, CHUNK);
 }
 
 /// Where the data a path's sender sends ends up when the source has no program: its own peer

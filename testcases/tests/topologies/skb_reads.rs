@@ -8,7 +8,7 @@ use testcases::Family::{self, Udp, Udp6, UnixDgram, UnixStream};
 use testcases::MapKind::Sockmap;
 use testcases::Path::{self, RxToRx, RxToTx, TxToRx, TxToTx};
 use testcases::Payload::{self, OneKib, SixtyFourKib, ThousandSmall};
-use testcases::{pattern, run_case, Role, Scenario};
+use testcases::{pattern, run_case, Scenario};
 
 /// The redirect-path matrix's data path (tests/redirect.rs) over UDP on ::1: the UDP code is shared
 /// with IPv4, but the socket is an IPv6 one (udpv6_prot, its own bpf proto in udp_bpf.c).
@@ -43,14 +43,6 @@ fn udp6_data_path(path: Path, payload: Payload) {
 fn skb_reads_peek_and_fionread(#[values(Udp, Udp6, UnixStream, UnixDgram)] family: Family) {
     let scenario = Scenario::new(RxToRx, Sockmap, family);
     run_case(&scenario.case_name("msg_peek_and_fionread"), scenario, scenario.config(), |rig| {
-        rig.expect(Role::B, &pattern(0, 1024));
-        rig.send(Role::APeer, 1024);
-        rig.wait_readable(Role::B);
-        rig.fionread(Role::B);
-        rig.recv_now(Role::B, 100, libc::MSG_PEEK);
-        rig.recv_now(Role::B, 100, libc::MSG_PEEK);
-        rig.fionread(Role::B);
-        rig.recv(Role::B, 2048);
-        rig.fionread(Role::B);
+        rig.peek_twice_then_read();
     });
 }

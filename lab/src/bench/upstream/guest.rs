@@ -49,16 +49,13 @@ pub fn vm_config(cache: &Cache, name: &str, kimg: &Path, modes: usize, settings:
 pub fn boot_once(label: &str, entry: &Entry, bench_dir: &Path, modes: &[String], settings: &Settings, dir: &Path, cfg: vm::VmConfig) -> anyhow::Result<(Vec<ModeRun>, GuestRun)> {
     let command = vec!["sh".to_string(), "-c".into(), script(bench_dir, modes, settings)];
     let step = Step::start(&format!("{label} ({})", cfg.accel.as_str()));
-    let mut pending = String::new();
-    let run = vm::run(&entry.kernel_image(), &command, &cfg, |bytes| {
-        pending.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(nl) = pending.find('\n') {
-            let line: String = pending.drain(..=nl).collect();
-            if let Some(mode) = line.trim().strip_prefix(&format!("{MARK} begin ")) {
-                step.message(mode);
-            }
+    let begin = format!("{MARK} begin ");
+    let show_mode = |line: &str| {
+        if let Some(mode) = line.trim().strip_prefix(&begin) {
+            step.message(mode);
         }
-    })?;
+    };
+    let run = vm::run(&entry.kernel_image(), &command, &cfg, vm::by_line(show_mode))?;
     let output = String::from_utf8_lossy(&run.stdout).into_owned();
     std::fs::write(dir.join("output.log"), &output)?;
     let mut runs: Vec<ModeRun> = modes.iter().map(|m| parse::mode_run(&output, m)).collect();
