@@ -75,12 +75,8 @@ pub struct ThroughputRun {
     /// Messages the guest's receiver found stamped in order (its content check).
     pub verified_messages: u64,
     pub seconds: f64,
-    pub voluntary_switches: u64,
-    pub involuntary_switches: u64,
-    pub system_switches: u64,
-    /// Absent from benches run before the lab counted segments.
-    #[serde(default)]
-    pub tcp_segments: Option<u64>,
+    #[serde(flatten)]
+    pub counters: Counters,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,12 +86,26 @@ pub struct LatencyRun {
     pub one_way_p99_us: f64,
     pub round_trip_p50_us: f64,
     pub round_trip_p99_us: f64,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// What the kernel counted during a run (benchcases' `Switches`, flattened into each run's JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Counters {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub system_switches: u64,
     /// Absent from benches run before the lab counted segments.
     #[serde(default)]
     pub tcp_segments: Option<u64>,
+}
+
+impl Counters {
+    /// This process's context switches, voluntary or not.
+    pub fn switches(&self) -> f64 {
+        (self.voluntary_switches + self.involuntary_switches) as f64
+    }
 }
 
 /// One path at one size over every boot.

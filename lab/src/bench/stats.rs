@@ -56,6 +56,11 @@ fn paired_ratio(top: &[Option<f64>], bottom: &[Option<f64>]) -> Option<Stats> {
     Stats::of(top.iter().zip(bottom).filter_map(|(t, b)| Some((*t)? / (*b)?)))
 }
 
+/// Stats of `value` over every measured run of every boot; a run without the value is left out.
+fn over_runs<T>(points: &[Option<&GuestPoint<T>>], value: impl Fn(&T) -> Option<f64>) -> Option<Stats> {
+    Stats::of(points.iter().flatten().flat_map(|p| p.runs.iter().filter_map(&value)))
+}
+
 fn errors<T>(points: &[Option<&GuestPoint<T>>]) -> Vec<String> {
     points.iter().enumerate().filter_map(|(i, &p)| p?.error.as_ref().map(|e| format!("boot {}: {e}", i + 1))).collect()
 }
@@ -110,31 +115,26 @@ pub fn summarize(
 ) -> anyhow::Result<KernelBench> {
     boots.iter_mut().for_each(drop_unsound);
     let settings = boots.first().context("no boots to summarise")?.settings.clone();
-    let all = |points: &[Option<&GuestPoint<ThroughputRun>>], f: &dyn Fn(&ThroughputRun) -> f64| {
-        Stats::of(points.iter().flatten().flat_map(|p| p.runs.iter().map(f)))
-    };
     let tput = by_point(&boots, |b| &b.throughput);
     let tcp_tput = |size| tput.iter().find(|((_, s), (path, _))| *s == size && path == BASELINE).map(|(_, point)| point);
     let throughput = tput
         .iter()
-        .map(|(&(_, size), (path, points))| ThroughputSummary {
-            path: path.clone(),
-            size,
-            mb_per_s: all(points, &mb_per_s),
-            messages_per_s: all(points, &|r| r.messages as f64 / r.seconds),
-            switches_per_message: all(points, &|r| (r.voluntary_switches + r.involuntary_switches) as f64 / r.messages as f64),
-            system_switches_per_message: all(points, &|r| r.system_switches as f64 / r.messages as f64),
-            tcp_segments_per_message: Stats::of(
-                points.iter().flatten().flat_map(|p| p.runs.iter().filter_map(|r| Some(r.tcp_segments? as f64 / r.messages as f64))),
-            ),
-            vs_tcp: tcp_tput(size).and_then(|(_, tcp)| paired_ratio(&boot_medians(points, mb_per_s), &boot_medians(tcp, mb_per_s))),
-            errors: errors(points),
+        .map(|(&(_, size), (path, points))| {
+            let per_message = |n: f64, r: &ThroughputRun| n / r.messages as f64;
+            ThroughputSummary {
+                path: path.clone(),
+                size,
+                mb_per_s: over_runs(points, |r| Some(mb_per_s(r))),
+                messages_per_s: over_runs(points, |r| Some(r.messages as f64 / r.seconds)),
+                switches_per_message: over_runs(points, |r| Some(per_message(r.counters.switches(), r))),
+                system_switches_per_message: over_runs(points, |r| Some(per_message(r.counters.system_switches as f64, r))),
+                tcp_segments_per_message: over_runs(points, |r| Some(per_message(r.counters.tcp_segments? as f64, r))),
+                vs_tcp: tcp_tput(size).and_then(|(_, tcp)| paired_ratio(&boot_medians(points, mb_per_s), &boot_medians(tcp, mb_per_s))),
+                errors: errors(points),
+            }
         })
         .collect();
 
-    let all = |points: &[Option<&GuestPoint<LatencyRun>>], f: &dyn Fn(&LatencyRun) -> f64| {
-        Stats::of(points.iter().flatten().flat_map(|p| p.runs.iter().map(f)))
-    };
     let lat = by_point(&boots, |b| &b.latency);
     let tcp_lat = |size| lat.iter().find(|((_, s), (path, _))| *s == size && path == BASELINE).map(|(_, point)| point);
     let latency = lat
@@ -142,12 +142,12 @@ pub fn summarize(
         .map(|(&(_, size), (path, points))| LatencySummary {
             path: path.clone(),
             size,
-            one_way_p50_us: all(points, &one_way_p50),
-            one_way_p99_us: all(points, &|r| r.one_way_p99_us),
-            round_trip_p50_us: all(points, &|r| r.round_trip_p50_us),
-            round_trip_p99_us: all(points, &|r| r.round_trip_p99_us),
-            switches_per_request: all(points, &|r| (r.voluntary_switches + r.involuntary_switches) as f64 / r.samples as f64),
-            system_switches_per_request: all(points, &|r| r.system_switches as f64 / r.samples as f64),
+            one_way_p50_us: over_runs(points, |r| Some(one_way_p50(r))),
+            one_way_p99_us: over_runs(points, |r| Some(r.one_way_p99_us)),
+            round_trip_p50_us: over_runs(points, |r| Some(r.round_trip_p50_us)),
+            round_trip_p99_us: over_runs(points, |r| Some(r.round_trip_p99_us)),
+            switches_per_request: over_runs(points, |r| Some(r.counters.switches() / r.samples as f64)),
+            system_switches_per_request: over_runs(points, |r| Some(r.counters.system_switches as f64 / r.samples as f64)),
             vs_tcp: tcp_lat(size).and_then(|(_, tcp)| paired_ratio(&boot_medians(points, one_way_p50), &boot_medians(tcp, one_way_p50))),
             errors: errors(points),
         })
