@@ -36,6 +36,10 @@ pub struct Finding {
     /// does not have the finding, so its failure there is a plain one.
     #[serde(default)]
     pub unless_patched: Vec<String>,
+    /// `#[ignore]`d cases that crash a kernel with this finding: they run only where a series in
+    /// `unless_patched` fixes it (a crash would end the whole suite run).
+    #[serde(default)]
+    pub crashes: Vec<String>,
     pub evidence: String,
     pub upstream: String,
     /// What the failure looks like: the only places the observation may differ from the snapshot.
@@ -101,6 +105,12 @@ pub fn load(snapshots: &Path) -> anyhow::Result<Vec<Finding>> {
     parse(&text).with_context(|| format!("invalid findings list {}", file.display()))
 }
 
+/// Whether the suite's `#[ignore]`d cases may run on `kernel`: libtest runs them all or none, so
+/// only where every finding that crashes a kernel is fixed.
+pub fn crashing_cases_safe(findings: &[Finding], kernel: &Kernel) -> bool {
+    findings.iter().filter(|f| !f.crashes.is_empty()).all(|f| f.fixed_on(kernel))
+}
+
 pub fn parse(text: &str) -> anyhow::Result<Vec<Finding>> {
     let parsed: FindingsFile = toml::from_str(text)?;
     for f in &parsed.findings {
@@ -120,7 +130,13 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Finding>> {
 
 impl Finding {
     pub fn applies_to(&self, kernel: &Kernel) -> bool {
-        self.kernels.contains(&kernel.family()) && !self.unless_patched.iter().any(|s| kernel.series.contains(s))
+        self.kernels.contains(&kernel.family()) && !self.fixed_on(kernel)
+    }
+
+    /// Whether `kernel` carries a series that fixes this finding. Not the same as "does not apply":
+    /// a kernel family the finding was never shown on may still have it.
+    fn fixed_on(&self, kernel: &Kernel) -> bool {
+        self.unless_patched.iter().any(|s| kernel.series.contains(s))
     }
 
     pub fn names(&self, case: &str) -> bool {
@@ -347,6 +363,20 @@ required = false
         assert!(explain(&list, &newer, &case, &race_expected()).is_none(), "not shown on 7.0");
         let other_case = failed("rx_to_rx_via_sockhash_over_ipv4_1kib", race_as_the_bug_does(true));
         assert!(explain(&list, &stock(), &other_case, &race_expected()).is_none());
+    }
+
+    #[test]
+    fn ignored_cases_run_only_where_every_crashing_finding_is_fixed() {
+        let mut list = parse(LIST).unwrap();
+        assert!(crashing_cases_safe(&list, &stock()), "no finding crashes anything");
+        let racy = list.iter_mut().find(|f| !f.unless_patched.is_empty()).unwrap();
+        racy.crashes = vec!["rx_to_rx_via_sockmap_over_ipv4_panics".into()];
+        let patched = Kernel::new("6.12.118", &["/k/patches/skmsg-backlog-ingress-lock/0001-x.patch".into()]);
+        assert!(crashing_cases_safe(&list, &patched));
+        assert!(!crashing_cases_safe(&list, &stock()));
+        // A family the finding was never shown on is not known to be safe.
+        let newer = Kernel { release: "7.0.4+deb13-amd64".into(), series: vec![] };
+        assert!(!crashing_cases_safe(&list, &newer));
     }
 
     #[test]

@@ -140,7 +140,10 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     // minutes, while the total timeout only has to bound a whole suite on a slow host.
     cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
     let listed = list_cases(exes, opts.filter.as_deref())?;
-    let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile)];
+    let findings = findings::load(&project.join("snapshots"))?;
+    let kernel = findings::Kernel::new(&entry.manifest.release, &def.patches);
+    let with_ignored = findings::crashing_cases_safe(&findings, &kernel);
+    let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile, with_ignored)];
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut done = 0usize;
     let guest = vm::run(
@@ -157,8 +160,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     step.finish(&format!("{done} cases"));
     let output = String::from_utf8_lossy(&guest.stdout).into_owned();
     let mut cases = collect(&output, &results, &listed);
-    let findings = findings::load(&project.join("snapshots"))?;
-    findings::annotate(&mut cases, &findings, &findings::Kernel::new(&entry.manifest.release, &def.patches), &project.join("snapshots"));
+    findings::annotate(&mut cases, &findings, &kernel, &project.join("snapshots"));
     let report = RunReport {
         kernel: def.name.clone(),
         run: run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
@@ -206,8 +208,9 @@ fn wait_scale(profile: Profile) -> u32 {
     }
 }
 
-/// The guest's script: runs every binary, one case at a time.
-pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile) -> String {
+/// The guest's script: runs every binary, one case at a time; the `#[ignore]`d ones too when
+/// `with_ignored` (they crash kernels without a fix: see [`findings::crashing_cases_safe`]).
+pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile, with_ignored: bool) -> String {
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
@@ -227,6 +230,9 @@ pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &Sui
     ));
     for exe in exes {
         let mut args = vec![exe.display().to_string(), "--test-threads=1".to_string()];
+        if with_ignored {
+            args.push("--include-ignored".to_string());
+        }
         if let Some(f) = filter {
             args.push(f.to_string());
         }
@@ -538,7 +544,7 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     fn a_review_writes_its_new_snapshots_into_its_own_run_folder() {
         let results = Path::new("/p/results/k/runs/20261202T210356.123Z-7-0");
         let opts = SuiteOptions { review: true, ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default, false);
         assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
         assert!(script.contains("INSTA_UPDATE=new "), "{script}");
     }
@@ -546,10 +552,18 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     #[test]
     fn judging_as_a_family_reaches_the_guest() {
         let opts = SuiteOptions { judge_as: Some("6.1".into()), ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default, false);
         assert!(script.contains(" LAB_JUDGE_AS=6.1;"), "{script}");
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, false);
         assert!(script.contains(" LAB_JUDGE_AS='';"), "{script}");
+    }
+
+    #[test]
+    fn ignored_cases_run_only_when_asked() {
+        let exes = [PathBuf::from("/t/redirect-0123")];
+        let script = |with| guest_script(&exes, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, with);
+        assert!(script(true).contains("'--test-threads=1' --include-ignored;"), "{}", script(true));
+        assert!(!script(false).contains("--include-ignored"));
     }
 
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no

@@ -58,9 +58,10 @@ fn listener_removed_before_accept(#[values(TxToRx, RxToRx)] path: Path) {
 /// inherits the listener's sk_data_ready (the psock's sk_psock_verdict_data_ready), so its psock
 /// saves that as the callback to chain to, and the next skb recurses until the IRQ stack overflows
 /// (kernel panic; finding listener-child-inherits-verdict-data-ready). Ignored, not deleted: a
-/// panic would end the whole suite run; run it on its own to check a fix.
+/// panic would end the whole suite run. The lab runs it on kernels whose series fixes the finding
+/// (its `crashes` list).
 #[rstest]
-#[ignore = "panics 6.12 and 7.3: finding listener-child-inherits-verdict-data-ready"]
+#[ignore = "panics kernels without a fix: finding listener-child-inherits-verdict-data-ready"]
 fn listener_rx_child_joins_the_map() {
     listener_case(RxToRx, "child_of_listener_in_map_joins_the_map", |rig| {
         accepted_from_listener_in_map(rig, false);
