@@ -9,15 +9,21 @@
 //!
 //! Names: "<path>_via_sockmap_over_ipv4_<what>".
 
+use std::time::Duration;
+
 use rstest::rstest;
 use testcases::Family::Ipv4;
 use testcases::MapKind::Sockmap;
 use testcases::Path::{self, RxToRx, TxToRx};
-use testcases::{run_case, Rig, Role, Scenario};
+use testcases::{pattern, run_case, Rig, Role, Scenario};
 
 const KEY_LISTENER: u32 = 2;
 const KEY_CHILD: u32 = 3;
 const CHUNK: usize = 500;
+/// What the child writes in one blocking send: several times its tiny send buffer.
+const BULK: usize = 256 * 1024;
+/// Asked of the child's SO_SNDBUF; the kernel doubles it (and raises it to its own minimum).
+const TINY: usize = 2048;
 /// Enough connections for the churning thread to catch the listener in and out of the map at
 /// several clones, few enough for TCG.
 const CHURNED_CONNECTIONS: usize = 32;
@@ -30,6 +36,20 @@ fn listener_case(path: Path, what: &str, body: impl FnOnce(&mut Rig<'_>)) {
 /// `from` sends the next CHUNK of its stream, and `to` must read exactly that, next.
 fn one_chunk(rig: &mut Rig<'_>, from: Role, to: Role) {
     rig.next_chunk(from, to, CHUNK);
+}
+
+/// The child of a listener in the map (with a verdict) writes far more than its send buffer holds
+/// while its client reads: each ACK frees buffer, and that wake-up (sk_write_space) must reach the
+/// writer asleep in its send. A child that kept the psock's sk_write_space, which wakes nobody
+/// without a psock, sleeps until its SO_SNDTIMEO (finding listener-child-inherits-verdict-data-ready).
+#[rstest]
+fn listener_child_writer_waits_for_memory() {
+    listener_case(RxToRx, "child_of_listener_in_map_writer_waits_for_memory", |rig| {
+        accepted_from_listener_in_map(rig, false);
+        rig.set_buffer(Role::Child, libc::SO_SNDBUF, TINY);
+        rig.expect(Role::Client, &pattern(0, BULK));
+        rig.send_blocking_for(Role::Child, BULK, Duration::from_secs(4), |rig| rig.receive(Role::Client));
+    });
 }
 
 /// The listener is in the map when the child is accepted; the child is not redirected (its data
