@@ -142,8 +142,8 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     let listed = list_cases(exes, opts.filter.as_deref())?;
     let findings = findings::load(&project.join("snapshots"))?;
     let kernel = findings::Kernel::new(&entry.manifest.release, &def.patches);
-    let with_ignored = findings::crashing_cases_safe(&findings, &kernel);
-    let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile, with_ignored)];
+    let ignored = plan_ignored(exes, opts.filter.as_deref(), |test| findings::may_run_ignored(&findings, &kernel, test))?;
+    let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile, &ignored)];
     let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
     let mut done = 0usize;
     let guest = vm::run(
@@ -208,9 +208,28 @@ fn wait_scale(profile: Profile) -> u32 {
     }
 }
 
-/// The guest's script: runs every binary, one case at a time; the `#[ignore]`d ones too when
-/// `with_ignored` (they crash kernels without a fix: see [`findings::crashing_cases_safe`]).
-pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile, with_ignored: bool) -> String {
+/// A suite binary's `#[ignore]`d cases (each crashes kernels with a finding): the ones this kernel
+/// may run, and the ones it must not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ignored {
+    pub run: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+/// Each binary's [`Ignored`] for `filter`, in the order of `exes`; `may_run` judges a case by its
+/// libtest name ([`findings::may_run_ignored`]).
+pub fn plan_ignored(exes: &[PathBuf], filter: Option<&str>, may_run: impl Fn(&str) -> bool) -> anyhow::Result<Vec<Ignored>> {
+    let mut plans = Vec::new();
+    for exe in exes {
+        let (run, skip) = list_tests(exe, filter, true)?.into_iter().partition(|t| may_run(t));
+        plans.push(Ignored { run, skip });
+    }
+    Ok(plans)
+}
+
+/// The guest's script: runs every binary, one case at a time, with the `#[ignore]`d cases `ignored`
+/// says it may run (the others are reported ignored, as libtest would).
+pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile, ignored: &[Ignored]) -> String {
     let (filter, review) = (opts.filter.as_deref(), opts.review);
     let wait_scale = wait_scale(profile);
     let mut script = format!(
@@ -228,10 +247,17 @@ pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &Sui
         "KML={KMEMLEAK}; [ -e $KML ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; \
          if [ -w $KML ]; then echo scan > $KML; echo clear > $KML; fi; "
     ));
-    for exe in exes {
+    let none = Ignored::default();
+    for (i, exe) in exes.iter().enumerate() {
+        let ignored = ignored.get(i).unwrap_or(&none);
         let mut args = vec![exe.display().to_string(), "--test-threads=1".to_string()];
-        if with_ignored {
+        if !ignored.run.is_empty() {
             args.push("--include-ignored".to_string());
+            // libtest's --skip is a substring match: full names match only themselves.
+            args.extend(ignored.skip.iter().flat_map(|t| ["--skip".to_string(), t.clone()]));
+            for test in &ignored.skip {
+                script.push_str(&format!("echo {}; ", shell_words::quote(&format!("test {test} ... ignored"))));
+            }
         }
         if let Some(f) = filter {
             args.push(f.to_string());
@@ -273,15 +299,21 @@ fn binary_name(exe: &Path) -> String {
 pub fn list_cases(exes: &[PathBuf], filter: Option<&str>) -> anyhow::Result<Vec<String>> {
     let mut cases = Vec::new();
     for exe in exes {
-        let out = std::process::Command::new(exe)
-            .arg("--list")
-            .args(filter)
-            .output()
-            .with_context(|| format!("cannot run {} --list", exe.display()))?;
-        anyhow::ensure!(out.status.success(), "{} --list failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
-        cases.extend(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string));
+        cases.extend(list_tests(exe, filter, false)?);
     }
     Ok(cases)
+}
+
+/// One binary's tests for `filter` (only the `#[ignore]`d ones with `ignored`).
+fn list_tests(exe: &Path, filter: Option<&str>, ignored: bool) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new(exe)
+        .arg("--list")
+        .args(ignored.then_some("--ignored"))
+        .args(filter)
+        .output()
+        .with_context(|| format!("cannot run {} --list", exe.display()))?;
+    anyhow::ensure!(out.status.success(), "{} --list failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string).collect())
 }
 
 /// Whether libtest got as far as running cases.
@@ -544,7 +576,7 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     fn a_review_writes_its_new_snapshots_into_its_own_run_folder() {
         let results = Path::new("/p/results/k/runs/20261202T210356.123Z-7-0");
         let opts = SuiteOptions { review: true, ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default, false);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default, &[]);
         assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
         assert!(script.contains("INSTA_UPDATE=new "), "{script}");
     }
@@ -552,18 +584,23 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     #[test]
     fn judging_as_a_family_reaches_the_guest() {
         let opts = SuiteOptions { judge_as: Some("6.1".into()), ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default, false);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default, &[]);
         assert!(script.contains(" LAB_JUDGE_AS=6.1;"), "{script}");
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, false);
+        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, &[]);
         assert!(script.contains(" LAB_JUDGE_AS='';"), "{script}");
     }
 
     #[test]
-    fn ignored_cases_run_only_when_asked() {
+    fn only_the_ignored_cases_a_fix_allows_run() {
         let exes = [PathBuf::from("/t/redirect-0123")];
-        let script = |with| guest_script(&exes, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, with);
-        assert!(script(true).contains("'--test-threads=1' --include-ignored;"), "{}", script(true));
-        assert!(!script(false).contains("--include-ignored"));
+        let script = |ignored: &[Ignored]| guest_script(&exes, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, ignored);
+        let none = script(&[Ignored { run: vec![], skip: vec!["m::panics".into()] }]);
+        assert!(!none.contains("--include-ignored") && !none.contains("--skip"), "libtest reports them ignored itself: {none}");
+        let some = script(&[Ignored { run: vec!["m::fixed".into()], skip: vec!["m::panics".into()] }]);
+        assert!(some.contains("'--test-threads=1' --include-ignored --skip m::panics;"), "{some}");
+        assert!(some.contains("echo 'test m::panics ... ignored'; "), "the skipped case still gets its verdict: {some}");
+        let verdicts = parse_libtest("test m::panics ... ignored\ntest m::fixed ... ok\n");
+        assert_eq!(verdicts.iter().map(|v| v.1).collect::<Vec<_>>(), [Status::Ignored, Status::Passed]);
     }
 
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no
