@@ -241,6 +241,7 @@ mod tests {
                 listed: 1,
                 suite_started: true,
                 problems: vec![],
+                output_from_console: false,
                 retried: None,
                 totals: Default::default(),
                 findings: Default::default(),

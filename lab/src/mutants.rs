@@ -345,6 +345,7 @@ pub(crate) mod tests {
             cases,
             suite_started,
             problems: vec![],
+            output_from_console: false,
             retried: None,
             totals: Default::default(),
             findings: Default::default(),

@@ -46,6 +46,10 @@ pub struct RunReport {
     /// non-zero with no failed case, a binary that never reported its exit.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// vng delivered none of the guest command's output, and the verdicts were read from the
+    /// kernel console, where the guest had printed them (seen on a host under heavy load).
+    #[serde(default)]
+    pub output_from_console: bool,
     /// Why a first attempt was thrown away and the guest booted again (a boot failure), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried: Option<String>,
@@ -158,7 +162,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
         }),
     )?;
     step.finish(&format!("{done} cases"));
-    let output = String::from_utf8_lossy(&guest.stdout).into_owned();
+    let (output, output_from_console) = suite_output(&guest);
     let mut cases = collect(&output, &results, &listed);
     findings::annotate(&mut cases, &findings, &kernel, &project.join("snapshots"));
     let report = RunReport {
@@ -169,6 +173,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
         guest: serde_json::to_value(&guest.outcome)?,
         guest_seconds: guest.wall.as_secs_f64(),
         problems: run_problems(&output, exes, &cases),
+        output_from_console,
         suite_started: suite_started(&output),
         listed: listed.len(),
         cases,
@@ -180,6 +185,21 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     .with_findings(&findings);
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(SuiteRun { report, guest, results, cfg, run })
+}
+
+/// The suite's output: the guest command's own, or, when vng delivered none of it while the kernel
+/// console holds libtest's lines, the console's (colours stripped); and whether it is the console's.
+fn suite_output(guest: &GuestRun) -> (String, bool) {
+    let output = String::from_utf8_lossy(&guest.stdout).into_owned();
+    if suite_started(&output) {
+        return (output, false);
+    }
+    let console = strip_ansi_escapes::strip_str(&guest.console);
+    if suite_started(&console) {
+        (console, true)
+    } else {
+        (output, false)
+    }
 }
 
 /// Build the suite's test binaries (host side) and return their paths.
@@ -603,6 +623,22 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(verdicts.iter().map(|v| v.1).collect::<Vec<_>>(), [Status::Ignored, Status::Passed]);
     }
 
+    #[test]
+    fn verdicts_that_only_reached_the_console_are_read_from_there() {
+        // As the console had them: CRLF, colours, a kernel message cutting into a case's line.
+        let console = "[    1.0] virtme-ng-init: running\r\nrunning 2 tests\r\n\
+            test t::a ... clocksource: Long readout interval, skipping watchdog check\r\n\
+            \x1b[32mok\x1b[m\x0f\r\n\
+            test t::b ... \x1b[31mFAILED\x1b[m\x0f\r\n";
+        let guest = GuestRun { outcome: crate::vm::Outcome::Exited { code: 1 }, stdout: vec![], console: console.into(), wall: std::time::Duration::from_secs(1) };
+        let (output, from_console) = suite_output(&guest);
+        assert!(from_console);
+        let verdicts: Vec<_> = parse_libtest(&output).into_iter().map(|v| (v.0, v.1)).collect();
+        assert_eq!(verdicts, [("t::a".to_string(), Status::Passed), ("t::b".to_string(), Status::Failed)]);
+        let quiet = GuestRun { console: "[    1.0] booting\n".into(), ..guest };
+        assert!(!suite_output(&quiet).1, "nothing to read there either");
+    }
+
     /// A binary that aborts in the middle of the suite: libtest's line for the running case has no
     /// verdict and the rest never start.
     const ABORTED: &str = "\
@@ -635,6 +671,7 @@ sockmap-lab: suite binary redirect-0123 exited 134
             listed: 0,
             suite_started: true,
             problems,
+            output_from_console: false,
             retried: None,
             totals: Tally::default(),
             findings: Default::default(),

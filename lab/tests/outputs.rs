@@ -26,6 +26,7 @@ fn rows() -> Vec<Row> {
         listed: 3,
         suite_started: true,
         problems: vec![],
+        output_from_console: false,
         retried: None,
         totals: Default::default(),
         findings: Default::default(),

@@ -30,6 +30,9 @@ pub fn summary(report: &RunReport) -> String {
     for problem in &report.problems {
         out.push_str(&format!("\nRUN PROBLEM: {problem}\n"));
     }
+    if report.output_from_console {
+        out.push_str("\nnote: vng delivered none of the guest's output; the verdicts were read from the kernel console, where kernel messages may cut into them\n");
+    }
     if let Some(why) = &report.retried {
         out.push_str(&format!("\nretried: the first boot was thrown away ({why})\n"));
     }
