@@ -18,6 +18,8 @@ const PIPE_CAPACITY: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 pub enum SendCall {
+    /// send(2) calls of this many bytes each: what the others are compared with.
+    Send(usize),
     /// One sendmsg(2) of iovecs of this many bytes each.
     Iovecs(usize),
     /// sendfile(2) calls of up to this many bytes each, from a memfd holding the bytes: the socket
@@ -31,6 +33,7 @@ pub enum SendCall {
 impl SendCall {
     pub fn name(self) -> String {
         match self {
+            Self::Send(chunk) => format!("send_chunks_of_{chunk}"),
             Self::Iovecs(each) => format!("sendmsg_iovecs_of_{each}"),
             Self::Sendfile(chunk) => format!("sendfile_chunks_of_{chunk}"),
             Self::VmspliceSplice => "vmsplice_then_splice".to_string(),
@@ -40,6 +43,10 @@ impl SendCall {
     /// Hands all of `data` to `sock`; returns the bytes accepted, or the first error.
     fn send(self, sock: &Sock, data: &[u8]) -> Result<usize, Errno> {
         match self {
+            Self::Send(chunk) => data.chunks(chunk).try_fold(0, |sent, chunk| {
+                // A blocking send takes all of it or fails (SO_SNDTIMEO).
+                sock.send(chunk).map(|n| sent + n)
+            }),
             Self::Iovecs(each) => sock.send_iovecs(&data.chunks(each).collect::<Vec<_>>()),
             Self::Sendfile(chunk) => {
                 let file = Fd::memfd_with(data)?;
@@ -98,10 +105,14 @@ impl Rig<'_> {
     fn read_while_sending(&mut self, reader: Role, sent: impl Fn() -> bool) -> Option<String> {
         let sock = self.socks.get(&reader).unwrap_or_else(|| panic!("{reader:?} was closed earlier in the case"));
         let inbox = self.inbox.get_mut(&reader).expect("every role has an inbox");
-        let want = self.expected.get(&reader).map_or(0, Vec::len);
+        let expected = self.expected.get(&reader).map_or(&[][..], Vec::as_slice);
+        let want = expected.len();
         let mut wait = Patience::new(STALL);
         loop {
-            if sent() && (inbox.data.len() >= want || !inbox.open()) {
+            // Bytes that already differ from the expectation fail the case: waiting for more
+            // would only add a stall to it.
+            let wrong = !expected.starts_with(&inbox.data[..inbox.data.len().min(want)]);
+            if sent() && (inbox.data.len() >= want || !inbox.open() || wrong) {
                 return None;
             }
             if wait.exhausted() {

@@ -61,18 +61,26 @@ fn sending_vmsplice_then_splice(#[values(TxToRx, TxToTx)] path: Path) {
 }
 
 /// sendfile() into a cork (test_sockmap's "hanging corks", which oopsed 6.12.118 in
-/// splice_to_socket()): whatever the cork and apply_bytes let through is read while A sends; then
-/// the program drops both and one more chunk fills the cork, so every byte must have arrived.
+/// splice_to_socket()), and the same chunks by send() beside it: whatever the cork and
+/// apply_bytes let through is read while A sends; then the program drops both and one more chunk
+/// fills the cork, so every byte must have arrived, once and in order.
 #[rstest]
-fn sending_sendfile_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
+fn sending_into_a_cork(
+    #[values(TxToRx, TxToTx)] path: Path,
+    #[values(SendCall::Sendfile(CORK_CHUNK), SendCall::Send(CORK_CHUNK))] call: SendCall,
+) {
     let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
-    sending_case(path, "sendfile_into_a_cork_with_apply_bytes", cork, |rig| {
+    let what = match call {
+        SendCall::Sendfile(_) => "sendfile_into_a_cork_with_apply_bytes",
+        _ => "send_into_a_cork_with_apply_bytes",
+    };
+    sending_case(path, what, cork, |rig| {
         let receiver = path.receiver();
         let corked = CORK_CHUNK * CORK_CHUNKS;
-        rig.send_by(Role::A, SendCall::Sendfile(CORK_CHUNK), corked, receiver);
+        rig.send_by(Role::A, call, corked, receiver);
         rig.set_config(rig.scenario().config());
         rig.expect(receiver, &pattern(0, corked + CORK_CHUNK));
-        rig.send_by(Role::A, SendCall::Sendfile(CORK_CHUNK), CORK_CHUNK, receiver);
+        rig.send_by(Role::A, call, CORK_CHUNK, receiver);
     });
 }
 
