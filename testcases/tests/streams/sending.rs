@@ -60,20 +60,12 @@ fn sending_vmsplice_then_splice(#[values(TxToRx, TxToTx)] path: Path) {
     sent_by(path, SendCall::VmspliceSplice, VMSPLICE_LEN, "256kib_by_vmsplice_then_splice");
 }
 
-/// sendfile() into a cork (test_sockmap's "hanging corks", which oopsed 6.12.118 in
-/// splice_to_socket()), and the same chunks by send() beside it: whatever the cork and
-/// apply_bytes let through is read while A sends; then the program drops both and one more chunk
-/// fills the cork, so every byte must have arrived, once and in order.
-#[rstest]
-fn sending_into_a_cork(
-    #[values(TxToRx, TxToTx)] path: Path,
-    #[values(SendCall::Sendfile(CORK_CHUNK), SendCall::Send(CORK_CHUNK))] call: SendCall,
-) {
+/// A cork filled by chunks: test_sockmap's "hanging corks" (sendfile() of CORK_CHUNKS chunks with
+/// cork_bytes and apply_bytes of CORK). Whatever the cork and apply_bytes let through is read while
+/// A sends; then the program drops both and one more chunk fills the cork, so every byte must have
+/// arrived, once and in order.
+fn into_a_cork(path: Path, call: SendCall, what: &str) {
     let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
-    let what = match call {
-        SendCall::Sendfile(_) => "sendfile_into_a_cork_with_apply_bytes",
-        _ => "send_into_a_cork_with_apply_bytes",
-    };
     sending_case(path, what, cork, |rig| {
         let receiver = path.receiver();
         let corked = CORK_CHUNK * CORK_CHUNKS;
@@ -84,13 +76,32 @@ fn sending_into_a_cork(
     });
 }
 
-/// splice(2) out of the redirect target: B is readable (poll, FIONREAD) with the redirected bytes,
-/// which a recv() would return; a splice must return the same bytes.
+/// By send(): 6.12.118 and 7.3.4 lose and corrupt bytes every send accepted (finding
+/// tcp-bpf-cork-apply-bytes-loses-data).
 #[rstest]
-fn sending_splice_out_of_the_target(#[values(TxToRx, RxToRx)] path: Path) {
-    sending_case(path, "spliced_out_of_the_target", |c| c, |rig| {
-        rig.expect(Role::B, &pattern(0, SPLICED));
+fn sending_send_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
+    into_a_cork(path, SendCall::Send(CORK_CHUNK), "send_into_a_cork_with_apply_bytes");
+}
+
+/// By sendfile(): the same loss on 7.3.4; on 6.12.118 the first of these oopses the kernel (NULL
+/// pointer dereference in splice_to_socket(), as test_sockmap's "hanging corks" does), which ends
+/// the whole suite run: ignored, not deleted; run it on its own to check a fix.
+#[rstest]
+#[ignore = "oopses 6.12.118 in splice_to_socket(): finding tcp-bpf-cork-apply-bytes-loses-data"]
+fn sending_sendfile_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
+    into_a_cork(path, SendCall::Sendfile(CORK_CHUNK), "sendfile_into_a_cork_with_apply_bytes");
+}
+
+/// splice(2) out of the path's receiver: B on the ingress paths is readable (poll, FIONREAD) with
+/// the redirected bytes, which a recv() would return, and a splice must return the same bytes. On
+/// tx_to_tx the receiver, B's peer, is a plain socket: what the egress redirect sent is spliced
+/// like any TCP data (and shows the splice itself works).
+#[rstest]
+fn sending_splice_out_of_the_receiver(#[values(TxToRx, RxToRx, TxToTx)] path: Path) {
+    sending_case(path, "spliced_out_of_the_receiver", |c| c, |rig| {
+        let receiver = path.receiver();
+        rig.expect(receiver, &pattern(0, SPLICED));
         rig.send(path.sender(), SPLICED);
-        rig.splice_out(Role::B);
+        rig.splice_out(receiver);
     });
 }
