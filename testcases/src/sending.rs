@@ -84,6 +84,13 @@ impl Rig<'_> {
         self.bpf.as_ref().expect("set_config after free_map").configure(&config);
     }
 
+    /// One blocking send of exactly `bytes` (a framed stream's header and body: see
+    /// tests/streams/framing.rs); `role`'s pattern offset is left alone.
+    pub fn send_bytes(&mut self, role: Role, bytes: &[u8]) {
+        let result = self.sock(role).send(bytes).into();
+        self.steps.push(Step::Send { role, len: bytes.len(), result });
+    }
+
     /// `role` hands the next `len` bytes of its stream to the kernel by `call`, from a thread of its
     /// own (a fresh page fragment; the vmsplice'd buffer lives until the case thread is done with
     /// it), while the case reads `reader`; then waits (bounded) until `reader` has all it expects.

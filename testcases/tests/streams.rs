@@ -4,6 +4,9 @@
 //! - sending: how the data is handed to the kernel — sendfile, vmsplice + splice, many iovecs,
 //!   sends larger than MAX_MSG_FRAGS pages, a cork filled by sendfile — and splice out of a
 //!   target (family 4)
+//! - framing: a stream parser that frames messages by a length header (family 5)
 
+#[path = "streams/framing.rs"]
+mod framing;
 #[path = "streams/sending.rs"]
 mod sending;
