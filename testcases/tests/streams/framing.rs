@@ -70,10 +70,12 @@ fn framing_partial_message() {
 }
 
 /// Three messages of different lengths in one send (one skb on loopback): strparser cuts each out
-/// of the same skb, at an offset into it.
+/// of the same skb, at an offset into it. 6.12 and 7.3 run the parser on the skb from its start,
+/// so it reads the first header for every message (finding
+/// sk-skb-stream-parser-cannot-find-the-message).
 #[rstest]
-fn framing_several_messages_in_one_skb(#[values(RxToRx, RxToTx)] path: Path) {
-    framing_case(path, "three_messages_in_one_skb", |rig| {
+fn framing_several_messages_in_one_skb() {
+    framing_case(RxToRx, "three_messages_in_one_skb", |rig| {
         send_in_pieces(rig, &framed(0, &[100, 300, 50]), &[]);
     });
 }
@@ -88,12 +90,13 @@ fn framing_message_across_skbs() {
 
 /// Two messages reach A while it is out of the map (they wait in its receive queue), then A joins
 /// and two more come: strparser reads the socket from the start of its queue, so all four reach
-/// B, in order.
+/// B, in order. All four are of one length: TCP coalesces queued skbs, and messages that share an
+/// skb are the three-messages case's finding, not this case's.
 #[rstest]
 fn framing_data_queued_before_insert() {
     framing_case(RxToRx, "data_queued_before_insert", |rig| {
-        let early = framed(0, &[200, 300]);
-        let late = framed(500, &[400, 100]);
+        let early = framed(0, &[250, 250]);
+        let late = framed(500, &[250, 250]);
         rig.map_delete(KEY_A);
         rig.send_bytes(Role::APeer, &early);
         rig.map_insert(KEY_A, Role::A);
