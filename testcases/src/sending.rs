@@ -85,7 +85,7 @@ impl Rig<'_> {
     }
 
     /// One blocking send of exactly `bytes` (a framed stream's header and body: see
-    /// tests/streams/framing.rs); `role`'s pattern offset is left alone.
+    /// tests/topologies/framing.rs); `role`'s pattern offset is left alone.
     pub fn send_bytes(&mut self, role: Role, bytes: &[u8]) {
         let result = self.sock(role).send(bytes).into();
         self.steps.push(Step::Send { role, len: bytes.len(), result });
