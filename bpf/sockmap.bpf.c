@@ -8,6 +8,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "sockmap.h"
 
@@ -181,12 +182,27 @@ static __always_inline int skb_decide(struct __sk_buff *skb)
 	return verdict;
 }
 
-/* Every skb is a whole message: the suite checks the byte stream, not framing. */
+/* Every skb is a whole message (the suite checks the byte stream, not framing), unless the case
+ * frames its messages: then a message is its header and the body length the header gives, which
+ * strparser waits for (0: not even a whole header yet) across skbs or cuts out of one.
+ * bpf_skb_load_bytes() reads from the skb's start: the program is not told where in the skb
+ * strparser's message starts (strp_msg(skb)->offset). */
 SEC("sk_skb/stream_parser")
 int skb_parser(struct __sk_buff *skb)
 {
+	const struct config *cfg = get_config();
+	__u32 body;
+
 	bump(CNT_PARSER_RUNS);
-	return skb->len;
+	if (!cfg || !cfg->framed)
+		return skb->len;
+	if (skb->len < FRAME_HEADER)
+		return 0;
+	if (bpf_skb_load_bytes(skb, 0, &body, sizeof(body))) {
+		bump(CNT_HELPER_ERRORS);
+		return skb->len;
+	}
+	return FRAME_HEADER + bpf_ntohl(body);
 }
 
 SEC("sk_skb/stream_verdict")

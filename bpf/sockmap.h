@@ -28,7 +28,12 @@ struct config {
 	__u32 push_len;
 	__u32 pop_start;
 	__u32 pop_len;
+	/* The stream parser frames messages by a header (FRAME_HEADER bytes, the body's length, big
+	 * endian) instead of taking each skb whole. */
+	__u32 framed;
 };
+
+#define FRAME_HEADER 4
 
 /* The pushed bytes are filled with this so the receiver can tell them from the payload. */
 #define PUSH_FILL 0xee

@@ -21,6 +21,7 @@ pub mod observation;
 pub mod patience;
 pub mod payload;
 pub mod rig;
+mod sending;
 pub mod sys;
 
 pub use bpf::{Action, Config, Hook, MapKind, PUSH_FILL};
@@ -29,3 +30,4 @@ pub use family::Family;
 pub use observation::{Observation, Role};
 pub use payload::{pattern, Payload};
 pub use rig::{Path, Rig, Scenario, KEY_A, KEY_B};
+pub use sending::SendCall;

@@ -364,6 +364,25 @@ pub enum Step {
         iovecs: Vec<usize>,
         result: Outcome,
     },
+    /// `len` bytes of `role`'s stream handed to the kernel by `call` (sendfile, vmsplice + splice,
+    /// many iovecs; see sending.rs), from a thread of its own while the receiver was read: the
+    /// bytes the calls accepted, or the errno of the first that failed.
+    SendBy {
+        role: Role,
+        call: String,
+        len: usize,
+        result: Outcome,
+    },
+    /// `role` read through splice(2) into a pipe (then read from the pipe): what came through,
+    /// and the errno that ended it while `role` was readable (EAGAIN: poll said readable, splice
+    /// found nothing).
+    SpliceOut {
+        role: Role,
+        received: usize,
+        content: Content,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A send of `len` bytes from a thread of its own, which was seen asleep (blocked for memory)
     /// or not before `then` ran; "all", "partial" or an errno.
     SendBlocking {

@@ -63,6 +63,15 @@ impl Sock {
         check(unsafe { libc::sendmsg(self.raw(), &header, libc::MSG_NOSIGNAL) })
     }
 
+    /// O_NONBLOCK on or off: what tcp_splice_read() looks at (the file's flags, not the splice's).
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), Errno> {
+        // SAFETY: plain fcntl calls on a descriptor we own.
+        let flags = check(unsafe { libc::fcntl(self.raw(), libc::F_GETFL) } as isize)? as i32;
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        // SAFETY: as above.
+        check_unit(unsafe { libc::fcntl(self.raw(), libc::F_SETFL, flags) })
+    }
+
     /// SO_SNDBUF or SO_RCVBUF (`name`): the kernel doubles the value and enforces its own minimum.
     pub fn set_buffer(&self, name: i32, bytes: usize) -> Result<(), Errno> {
         self.set_option(libc::SOL_SOCKET, name, &(bytes as libc::c_int))
@@ -295,4 +304,66 @@ impl Wakeup {
         // SAFETY: eventfd reads fill exactly 8 bytes; EAGAIN (nothing pending) is fine.
         unsafe { libc::read(self.raw(), (&mut count as *mut u64).cast(), 8) };
     }
+}
+
+/// A pipe, or a memfd: descriptors the sending and splicing calls move data through.
+pub struct Fd {
+    fd: OwnedFd,
+}
+
+impl Fd {
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// An anonymous file (shmem: page cache pages, which sendfile() hands to the socket by
+    /// reference) holding `data`.
+    pub fn memfd_with(data: &[u8]) -> Result<Self, Errno> {
+        // SAFETY: the name is a valid C string; a non-negative return is a fresh descriptor.
+        let fd = check(unsafe { libc::memfd_create(c"sockmap-lab".as_ptr(), libc::MFD_CLOEXEC) } as isize)?;
+        // SAFETY: just returned by the kernel, not shared.
+        let file = Self { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } };
+        let mut rest = data;
+        while !rest.is_empty() {
+            // SAFETY: the buffer is valid for its length.
+            let n = check(unsafe { libc::write(file.raw(), rest.as_ptr().cast(), rest.len()) })?;
+            rest = &rest[n..];
+        }
+        Ok(file)
+    }
+
+    /// (read end, write end).
+    pub fn pipe() -> Result<(Self, Self), Errno> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors, which we then own.
+        check_unit(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: just returned by the kernel, not shared.
+        Ok(unsafe { (Self { fd: OwnedFd::from_raw_fd(fds[0]) }, Self { fd: OwnedFd::from_raw_fd(fds[1]) }) })
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        // SAFETY: the buffer is valid and writable for its length.
+        check(unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })
+    }
+}
+
+/// sendfile(2) of `len` bytes of `file` from `offset` into `sock`.
+pub fn sendfile(sock: &Sock, file: &Fd, offset: usize, len: usize) -> Result<usize, Errno> {
+    let mut off = offset as libc::off_t;
+    // SAFETY: `off` is a valid off_t the kernel updates.
+    check(unsafe { libc::sendfile(sock.raw(), file.raw(), &mut off, len) })
+}
+
+/// vmsplice(2) of `buf` into a pipe's write end: the pipe then holds references to its pages.
+pub fn vmsplice(pipe: &Fd, buf: &[u8]) -> Result<usize, Errno> {
+    let iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: the iovec points at a live buffer of its length, which outlives the pipe's use of it
+    // (the caller keeps it until the data has been read at the far end).
+    check(unsafe { libc::vmsplice(pipe.raw(), &iov, 1, 0) })
+}
+
+/// splice(2) of up to `len` bytes between two descriptors, one of them a pipe.
+pub fn splice(from: RawFd, to: RawFd, len: usize, flags: u32) -> Result<usize, Errno> {
+    // SAFETY: null offsets are allowed (and required for sockets and pipes).
+    check(unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) })
 }

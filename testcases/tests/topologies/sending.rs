@@ -1,0 +1,107 @@
+//! How data is sent (issue 13, family 4): sendfile(2) and vmsplice(2) + splice(2) into a socket on
+//! a redirect path (since 6.5 both reach it as sendmsg with MSG_SPLICE_PAGES, a pipe's worth of
+//! pages at a time: splice_to_socket()), one sendmsg(2) of many small iovecs, single sends larger
+//! than MAX_MSG_FRAGS (17) pages, sendfile(2) into an sk_msg cork, and splice(2) out of the
+//! redirect target. Every byte must arrive once, in order, at the path's receiver.
+//!
+//! Names: "<path>_via_sockmap_over_ipv4_<what>".
+
+use rstest::rstest;
+use testcases::Family::Ipv4;
+use testcases::MapKind::Sockmap;
+use testcases::Path::{self, RxToRx, RxToTx, TxToRx, TxToTx};
+use testcases::{pattern, run_case, Config, Rig, Role, Scenario, SendCall};
+
+/// One sendmsg(2) of 512 iovecs of 256 bytes: 32 pages in one call. On the tx paths
+/// tcp_bpf_sendmsg() copies them into one sk_msg, whose ring holds MAX_MSG_FRAGS elements.
+const IOVECS_LEN: usize = 128 * 1024;
+const IOVEC: usize = 256;
+/// One sendfile(2) of 1 MiB: 256 pages, sent a pipe's worth (16 pages) per sendmsg.
+const SENDFILE_LEN: usize = 1024 * 1024;
+/// vmsplice + splice: four pipes' worth of the sender's own pages.
+const VMSPLICE_LEN: usize = 256 * 1024;
+/// test_sockmap's "hanging corks": sendfile() of 32 chunks of 8192 bytes with an sk_msg program
+/// that asks for 4097 bytes of cork and applies its verdict to 4097 bytes at a time.
+const CORK_CHUNK: usize = 8192;
+const CORK_CHUNKS: usize = 32;
+const CORK: u32 = 4097;
+/// What the splice-out cases send: a few skbs' worth.
+const SPLICED: usize = 16 * 1024;
+
+fn sending_case(path: Path, what: &str, config: impl FnOnce(Config) -> Config, body: impl FnOnce(&mut Rig<'_>)) {
+    let scenario = Scenario::new(path, Sockmap, Ipv4);
+    run_case(&scenario.case_name(what), scenario, config(scenario.config()), body);
+}
+
+/// The path's sender hands `len` bytes to the kernel in one `call`; the receiver reads them all.
+fn sent_by(path: Path, call: SendCall, len: usize, what: &str) {
+    sending_case(path, what, |c| c, |rig| {
+        rig.expect(path.receiver(), &pattern(0, len));
+        rig.send_by(path.sender(), call, len, path.receiver());
+    });
+}
+
+/// Only the tx paths see the iovecs: on the rx paths A's peer is a plain TCP socket.
+#[rstest]
+fn sending_many_iovecs(#[values(TxToRx, TxToTx)] path: Path) {
+    sent_by(path, SendCall::Iovecs(IOVEC), IOVECS_LEN, "128kib_in_one_sendmsg_of_512_iovecs");
+}
+
+/// On the tx paths tcp_bpf_sendmsg() copies the spliced pages; on the rx paths A's peer sends
+/// them by reference, so the skbs the verdict redirects carry the memfd's page cache pages.
+#[rstest]
+fn sending_sendfile(#[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path) {
+    sent_by(path, SendCall::Sendfile(SENDFILE_LEN), SENDFILE_LEN, "1mib_in_one_sendfile");
+}
+
+/// The pipe holds references to the sender's own pages (not the page cache's).
+#[rstest]
+fn sending_vmsplice_then_splice(#[values(TxToRx, TxToTx)] path: Path) {
+    sent_by(path, SendCall::VmspliceSplice, VMSPLICE_LEN, "256kib_by_vmsplice_then_splice");
+}
+
+/// A cork filled by chunks: test_sockmap's "hanging corks" (sendfile() of CORK_CHUNKS chunks with
+/// cork_bytes and apply_bytes of CORK). Whatever the cork and apply_bytes let through is read while
+/// A sends; then the program drops both and one more chunk fills the cork, so every byte must have
+/// arrived, once and in order.
+fn into_a_cork(path: Path, call: SendCall, what: &str) {
+    let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
+    sending_case(path, what, cork, |rig| {
+        let receiver = path.receiver();
+        let corked = CORK_CHUNK * CORK_CHUNKS;
+        rig.send_by(Role::A, call, corked, receiver);
+        rig.set_config(rig.scenario().config());
+        rig.expect(receiver, &pattern(0, corked + CORK_CHUNK));
+        rig.send_by(Role::A, call, CORK_CHUNK, receiver);
+    });
+}
+
+/// By send(): 6.12.118 and 7.3.4 lose and corrupt bytes every send accepted (finding
+/// tcp-bpf-cork-apply-bytes-loses-data).
+#[rstest]
+fn sending_send_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
+    into_a_cork(path, SendCall::Send(CORK_CHUNK), "send_into_a_cork_with_apply_bytes");
+}
+
+/// By sendfile(): the same loss on 7.3.4; on 6.12.118 the first of these oopses the kernel (NULL
+/// pointer dereference in splice_to_socket(), as test_sockmap's "hanging corks" does), which ends
+/// the whole suite run: ignored, not deleted; run it on its own to check a fix.
+#[rstest]
+#[ignore = "oopses 6.12.118 in splice_to_socket(): finding tcp-bpf-cork-apply-bytes-loses-data"]
+fn sending_sendfile_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
+    into_a_cork(path, SendCall::Sendfile(CORK_CHUNK), "sendfile_into_a_cork_with_apply_bytes");
+}
+
+/// splice(2) out of the path's receiver: B on the ingress paths is readable (poll, FIONREAD) with
+/// the redirected bytes, which a recv() would return, and a splice must return the same bytes. On
+/// tx_to_tx the receiver, B's peer, is a plain socket: what the egress redirect sent is spliced
+/// like any TCP data (and shows the splice itself works).
+#[rstest]
+fn sending_splice_out_of_the_receiver(#[values(TxToRx, RxToRx, TxToTx)] path: Path) {
+    sending_case(path, "spliced_out_of_the_receiver", |c| c, |rig| {
+        let receiver = path.receiver();
+        rig.expect(receiver, &pattern(0, SPLICED));
+        rig.send(path.sender(), SPLICED);
+        rig.splice_out(receiver);
+    });
+}
