@@ -86,10 +86,17 @@ fn sending_send_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
 /// By sendfile(): the same loss on 7.3.4; on 6.12.118 the first of these oopses the kernel (NULL
 /// pointer dereference in splice_to_socket(), as test_sockmap's "hanging corks" does), which ends
 /// the whole suite run: ignored, not deleted; run it on its own to check a fix.
+/// (One function per path: rstest does not carry `#[ignore]` to the cases of a `#[values]` list.)
 #[rstest]
 #[ignore = "oopses 6.12.118 in splice_to_socket(): finding tcp-bpf-cork-apply-bytes-loses-data"]
-fn sending_sendfile_into_a_cork(#[values(TxToRx, TxToTx)] path: Path) {
-    into_a_cork(path, SendCall::Sendfile(CORK_CHUNK), "sendfile_into_a_cork_with_apply_bytes");
+fn sending_sendfile_into_a_cork_tx_to_rx() {
+    into_a_cork(TxToRx, SendCall::Sendfile(CORK_CHUNK), "sendfile_into_a_cork_with_apply_bytes");
+}
+
+#[rstest]
+#[ignore = "oopses 6.12.118 in splice_to_socket(): finding tcp-bpf-cork-apply-bytes-loses-data"]
+fn sending_sendfile_into_a_cork_tx_to_tx() {
+    into_a_cork(TxToTx, SendCall::Sendfile(CORK_CHUNK), "sendfile_into_a_cork_with_apply_bytes");
 }
 
 /// splice(2) out of the path's receiver: B on the ingress paths is readable (poll, FIONREAD) with
