@@ -18,6 +18,9 @@ pub enum Family {
     UnixDgram,
     /// AF_VSOCK stream over VMADDR_CID_LOCAL (the loopback transport).
     Vsock,
+    /// AF_VSOCK SOCK_SEQPACKET over VMADDR_CID_LOCAL: connected like a stream, but keeps message
+    /// boundaries (vsock_bpf.c serves both types).
+    VsockSeqpacket,
 }
 
 /// Payloads larger than this go out as several datagrams on datagram families.
@@ -33,12 +36,14 @@ impl Family {
             Self::UnixStream => "unix_stream",
             Self::UnixDgram => "unix_dgram",
             Self::Vsock => "vsock",
+            Self::VsockSeqpacket => "vsock_seqpacket",
         }
     }
 
     /// The largest single send, for families that keep message boundaries.
     pub fn datagram_limit(self) -> Option<usize> {
-        matches!(self, Self::Udp | Self::Udp6 | Self::UnixDgram).then_some(DATAGRAM_LIMIT)
+        // A seqpacket message larger than the rig's receive buffer would be truncated by the read.
+        matches!(self, Self::Udp | Self::Udp6 | Self::UnixDgram | Self::VsockSeqpacket).then_some(DATAGRAM_LIMIT)
     }
 
     /// Two connected sockets for `side`: (the socket a case puts in the map, its peer). Every socket
@@ -51,7 +56,8 @@ impl Family {
             Self::Udp6 => udp_pair(ipv6_loopback(), side, ledger),
             Self::UnixStream => socketpair(libc::SOCK_STREAM, side, ledger),
             Self::UnixDgram => socketpair(libc::SOCK_DGRAM, side, ledger),
-            Self::Vsock => vsock_pair(side, ledger),
+            Self::Vsock => vsock_pair(libc::SOCK_STREAM, side, ledger),
+            Self::VsockSeqpacket => vsock_pair(libc::SOCK_SEQPACKET, side, ledger),
         }
     }
 }
@@ -88,17 +94,18 @@ fn ipv6_loopback() -> (i32, SockAddr) {
 /// Listener, connect, accept: returns (client, accepted); the listener is closed on return.
 fn stream_pair(
     domain: i32,
+    kind: i32,
     bind_to: &SockAddr,
     connect_to: impl Fn(SockAddr) -> SockAddr,
     side: Side,
     ledger: &mut Ledger,
 ) -> Result<(Sock, Sock), Errno> {
     let (role, peer_role, listener_role) = side.roles();
-    let listener = Sock::new(domain, libc::SOCK_STREAM)?;
+    let listener = Sock::new(domain, kind)?;
     ledger.record(listener_role, &listener);
     listener.bind(bind_to)?;
     listener.listen()?;
-    let client = Sock::new(domain, libc::SOCK_STREAM)?;
+    let client = Sock::new(domain, kind)?;
     ledger.record(role, &client);
     client.connect(&connect_to(listener.local_addr()?))?;
     let server = listener.accept()?;
@@ -107,7 +114,7 @@ fn stream_pair(
 }
 
 fn tcp_pair((domain, loopback): (i32, SockAddr), side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
-    stream_pair(domain, &loopback, |bound| bound, side, ledger)
+    stream_pair(domain, libc::SOCK_STREAM, &loopback, |bound| bound, side, ledger)
 }
 
 fn udp_pair((domain, loopback): (i32, SockAddr), side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
@@ -133,11 +140,11 @@ fn vsock_addr(cid: u32, port: u32) -> SockAddr {
 }
 
 /// vsock is not namespaced, so the port is left to the kernel to keep cases apart.
-fn vsock_pair(side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
+fn vsock_pair(kind: i32, side: Side, ledger: &mut Ledger) -> Result<(Sock, Sock), Errno> {
     let connect_to = |bound: SockAddr| {
         // SAFETY: getsockname on an AF_VSOCK socket fills a sockaddr_vm.
         let port = unsafe { bound.read::<libc::sockaddr_vm>() }.svm_port;
         vsock_addr(libc::VMADDR_CID_LOCAL, port)
     };
-    stream_pair(libc::AF_VSOCK, &vsock_addr(libc::VMADDR_CID_ANY, libc::VMADDR_PORT_ANY), connect_to, side, ledger)
+    stream_pair(libc::AF_VSOCK, kind, &vsock_addr(libc::VMADDR_CID_ANY, libc::VMADDR_PORT_ANY), connect_to, side, ledger)
 }

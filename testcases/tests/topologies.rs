@@ -4,7 +4,7 @@
 //!
 //! - shared_psock: one psock, several programs or maps (family 6)
 //! - cross: redirects across socket families and across maps (family 2)
-//! - skb_reads: UDP over IPv6; MSG_PEEK and FIONREAD on the sk_skb paths (family 11)
+//! - skb_reads: UDP over IPv6; vsock SEQPACKET; MSG_PEEK and FIONREAD on the sk_skb paths (family 11)
 //! - listener: listening sockets in the map (family 9)
 //! - sending: how the data is handed to the kernel — sendfile, vmsplice + splice, many iovecs,
 //!   sends larger than MAX_MSG_FRAGS pages, a cork filled by chunks — and splice out of the

@@ -16,7 +16,7 @@
 //! Names: "<path>_via_<map>_over_<source family>_to_<target family or target map>".
 
 use rstest::rstest;
-use testcases::Family::{self, Ipv4, Udp, UnixStream, Vsock};
+use testcases::Family::{self, Ipv4, Udp, UnixStream, Vsock, VsockSeqpacket};
 use testcases::MapKind::{self, Sockhash, Sockmap};
 use testcases::Path::{self, RxToRx, RxToTx, TxToRx, TxToTx};
 use testcases::{pattern, run_case, Scenario};
@@ -34,11 +34,22 @@ fn cross_case(scenario: Scenario, what: &str) {
 }
 
 /// TCP to every other family (TCP->UDP/unix/vsock ingress, egress across families), and every
-/// other family to TCP.
+/// other family to TCP. vsock SEQPACKET as well as stream: TCP's bytes sent out of a SEQPACKET B
+/// become messages at B's peer, which reads them in order like any other target.
 #[rstest]
 fn cross_family(
     #[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path,
-    #[values((Ipv4, Udp), (Ipv4, UnixStream), (Ipv4, Vsock), (Udp, Ipv4), (UnixStream, Ipv4), (Vsock, Ipv4))] families: (
+    #[values(
+        (Ipv4, Udp),
+        (Ipv4, UnixStream),
+        (Ipv4, Vsock),
+        (Ipv4, VsockSeqpacket),
+        (Udp, Ipv4),
+        (UnixStream, Ipv4),
+        (Vsock, Ipv4),
+        (VsockSeqpacket, Ipv4)
+    )]
+    families: (
         Family,
         Family,
     ),

@@ -4,11 +4,12 @@
 //! than MAX_MSG_FRAGS (17) pages, sendfile(2) into an sk_msg cork, and splice(2) out of the
 //! redirect target. Every byte must arrive once, in order, at the path's receiver.
 //!
-//! Names: "<path>_via_sockmap_over_ipv4_<what>".
+//! Names: "<path>_via_<map>_over_<family>_<what>": the sockmap over IPv4, and the 1 MiB sendfile
+//! also through the sockhash and over IPv6.
 
 use rstest::rstest;
-use testcases::Family::Ipv4;
-use testcases::MapKind::Sockmap;
+use testcases::Family::{self, Ipv4, Ipv6};
+use testcases::MapKind::{self, Sockhash, Sockmap};
 use testcases::Path::{self, RxToRx, RxToTx, TxToRx, TxToTx};
 use testcases::{pattern, run_case, Config, Rig, Role, Scenario, SendCall};
 
@@ -29,13 +30,26 @@ const CORK: u32 = 4097;
 const SPLICED: usize = 16 * 1024;
 
 fn sending_case(path: Path, what: &str, config: impl FnOnce(Config) -> Config, body: impl FnOnce(&mut Rig<'_>)) {
-    let scenario = Scenario::new(path, Sockmap, Ipv4);
+    sending_case_over(Scenario::new(path, Sockmap, Ipv4), what, config, body);
+}
+
+fn sending_case_over(
+    scenario: Scenario,
+    what: &str,
+    config: impl FnOnce(Config) -> Config,
+    body: impl FnOnce(&mut Rig<'_>),
+) {
     run_case(&scenario.case_name(what), scenario, config(scenario.config()), body);
 }
 
 /// The path's sender hands `len` bytes to the kernel in one `call`; the receiver reads them all.
 fn sent_by(path: Path, call: SendCall, len: usize, what: &str) {
-    sending_case(path, what, |c| c, |rig| {
+    sent_by_over(Scenario::new(path, Sockmap, Ipv4), call, len, what);
+}
+
+fn sent_by_over(scenario: Scenario, call: SendCall, len: usize, what: &str) {
+    let path = scenario.path;
+    sending_case_over(scenario, what, |c| c, |rig| {
         rig.expect(path.receiver(), &pattern(0, len));
         rig.send_by(path.sender(), call, len, path.receiver());
     });
@@ -52,6 +66,17 @@ fn sending_many_iovecs(#[values(TxToRx, TxToTx)] path: Path) {
 #[rstest]
 fn sending_sendfile(#[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path) {
     sent_by(path, SendCall::Sendfile(SENDFILE_LEN), SENDFILE_LEN, "1mib_in_one_sendfile");
+}
+
+/// The same sendfile through the sockhash (its own lookup in the redirect helpers) and over IPv6
+/// (tcpv6_prot has its own bpf proto in tcp_bpf.c), on every path.
+#[rstest]
+fn sending_sendfile_elsewhere(
+    #[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path,
+    #[values((Sockhash, Ipv4), (Sockmap, Ipv6))] over: (MapKind, Family),
+) {
+    let (map, family) = over;
+    sent_by_over(Scenario::new(path, map, family), SendCall::Sendfile(SENDFILE_LEN), SENDFILE_LEN, "1mib_in_one_sendfile");
 }
 
 /// The pipe holds references to the sender's own pages (not the page cache's).
@@ -101,10 +126,10 @@ fn sending_sendfile_into_a_cork_tx_to_tx() {
 
 /// splice(2) out of the path's receiver: B on the ingress paths is readable (poll, FIONREAD) with
 /// the redirected bytes, which a recv() would return, and a splice must return the same bytes. On
-/// tx_to_tx the receiver, B's peer, is a plain socket: what the egress redirect sent is spliced
-/// like any TCP data (and shows the splice itself works).
+/// tx_to_tx and rx_to_tx the receiver, B's peer, is a plain socket: what the egress redirect sent
+/// is spliced like any TCP data (the controls: they show the splice itself works).
 #[rstest]
-fn sending_splice_out_of_the_receiver(#[values(TxToRx, RxToRx, TxToTx)] path: Path) {
+fn sending_splice_out_of_the_receiver(#[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path) {
     sending_case(path, "spliced_out_of_the_receiver", |c| c, |rig| {
         let receiver = path.receiver();
         rig.expect(receiver, &pattern(0, SPLICED));
