@@ -383,6 +383,20 @@ pub enum Step {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// `role` asleep in a blocking splice(2) into a pipe when `from` sent `send` bytes: whether
+    /// the splice returned within the bound, and what it moved (as RecvWhileAsleep).
+    SpliceWhileAsleep {
+        role: Role,
+        /// The splicer was seen asleep before the send; if not, the step proves nothing.
+        asleep: bool,
+        from: Role,
+        send: Outcome,
+        /// The splice returned within the bound.
+        woken: bool,
+        result: Outcome,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<Content>,
+    },
     /// A send of `len` bytes from a thread of its own, which was seen asleep (blocked for memory)
     /// or not before `then` ran; "all", "partial" or an errno.
     SendBlocking {

@@ -485,6 +485,47 @@ impl Rig<'_> {
         });
     }
 
+    /// `reader` goes to sleep in a blocking splice(2) of up to a pipe's worth into a pipe (the
+    /// socket blocking, no SPLICE_F_NONBLOCK); once it is seen asleep, `from` sends `send` bytes.
+    /// The splice must return them: one that does not within [`STALL`] of guest run time is
+    /// recorded as not woken (its SO_RCVTIMEO, which tcp_splice_read() honours, lets it go later).
+    pub fn splice_while_asleep(&mut self, reader: Role, from: Role, send: usize) {
+        const PIPE_CAPACITY: usize = 64 * 1024;
+        let data = pattern(self.next_offset(from, send), send);
+        let (from_pipe, into_pipe) = sys::Fd::pipe().expect("pipe");
+        let sock = self.sock(reader);
+        sock.set_recv_timeout(patience::scaled(STALL * 10)).expect("SO_RCVTIMEO");
+        let (asleep, sent, woken, result) = thread::scope(|scope| {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let into_pipe = &into_pipe;
+            let splicing = scope.spawn(move || {
+                tid_tx.send(sys::gettid()).expect("the case waits for the splicer's id");
+                sys::splice(sock.raw(), into_pipe.raw(), PIPE_CAPACITY, 0)
+            });
+            let tid = tid_rx.recv().expect("the splicer's id");
+            let asleep = wait_until(|| sys::thread_asleep(tid));
+            (asleep, self.sock(from).send(&data), wait_until(|| splicing.is_finished()), splicing.join().expect("splicer"))
+        });
+        sock.set_recv_timeout(Duration::ZERO).expect("SO_RCVTIMEO");
+        let content = result.ok().map(|spliced| {
+            let mut buf = vec![0; spliced];
+            let mut got = 0;
+            while got < spliced {
+                got += from_pipe.read(&mut buf[got..]).expect("reading the pipe");
+            }
+            self.take(reader, &buf, false)
+        });
+        self.steps.push(Step::SpliceWhileAsleep {
+            role: reader,
+            asleep,
+            from,
+            send: sent.into(),
+            woken,
+            result: result.into(),
+            content,
+        });
+    }
+
     /// Reads exactly what `role` still expects, waiting for it at most [`STALL`] without progress.
     /// Reads no further, so what follows (an end of stream, say) is left for the next step to see.
     pub fn receive(&mut self, role: Role) {

@@ -137,3 +137,15 @@ fn sending_splice_out_of_the_receiver(#[values(TxToRx, RxToRx, TxToTx, RxToTx)] 
         rig.splice_out(receiver);
     });
 }
+
+/// splice(2) out of the receiver, blocking: the splicer is asleep in the splice when the sender
+/// sends 16 bytes, and must be woken with them, as a reader asleep in recv() is
+/// (wakes_a_sleeping_reader). A blocking tcp_splice_read() sleeps in sk_wait_data(), which waits
+/// for sk_receive_queue only. tx_to_tx and rx_to_tx are the controls.
+#[rstest]
+fn sending_splice_out_of_the_receiver_asleep(#[values(TxToRx, RxToRx, TxToTx, RxToTx)] path: Path) {
+    sending_case(path, "spliced_out_of_the_receiver_while_it_sleeps", |c| c, |rig| {
+        rig.expect(path.receiver(), &pattern(0, 16));
+        rig.splice_while_asleep(path.receiver(), path.sender(), 16);
+    });
+}
