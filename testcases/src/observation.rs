@@ -239,6 +239,22 @@ pub struct Pulled {
     pub first_byte: u64,
 }
 
+/// A blocking call of `role` that was already asleep when `from` sent `send`, and whether the
+/// data woke it: the fields of [`Step::RecvWhileAsleep`] and [`Step::SpliceWhileAsleep`].
+#[derive(Debug, Serialize)]
+pub struct WokenByData {
+    pub role: Role,
+    /// The caller was seen asleep before the send; if not, the step proves nothing.
+    pub asleep: bool,
+    pub from: Role,
+    pub send: Outcome,
+    /// The call returned within the bound.
+    pub woken: bool,
+    pub result: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
 /// One scripted action of a lifecycle case and what it returned.
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -261,18 +277,7 @@ pub enum Step {
     },
     /// One blocking recv(2) that was already asleep when `from` sent: a reader the kernel fails to
     /// wake stays asleep with the data queued (which a poll loop would never notice).
-    RecvWhileAsleep {
-        role: Role,
-        /// The reader was seen asleep before the send; if not, the step proves nothing.
-        asleep: bool,
-        from: Role,
-        send: Outcome,
-        /// The recv returned within the bound.
-        woken: bool,
-        result: Outcome,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<Content>,
-    },
+    RecvWhileAsleep(WokenByData),
     /// Reads exactly what the role still expects (waiting for it, bounded).
     Receive {
         role: Role,
@@ -385,18 +390,7 @@ pub enum Step {
     },
     /// `role` asleep in a blocking splice(2) into a pipe when `from` sent `send` bytes: whether
     /// the splice returned within the bound, and what it moved (as RecvWhileAsleep).
-    SpliceWhileAsleep {
-        role: Role,
-        /// The splicer was seen asleep before the send; if not, the step proves nothing.
-        asleep: bool,
-        from: Role,
-        send: Outcome,
-        /// The splice returned within the bound.
-        woken: bool,
-        result: Outcome,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<Content>,
-    },
+    SpliceWhileAsleep(WokenByData),
     /// A send of `len` bytes from a thread of its own, which was seen asleep (blocked for memory)
     /// or not before `then` ran; "all", "partial" or an errno.
     SendBlocking {

@@ -12,7 +12,8 @@ use crate::accounting::Ledger;
 use crate::bpf::{Action, Bpf, Config, Counter, Hook, MapKind, F_INGRESS};
 use crate::family::Family;
 use crate::observation::{
-    Content, Delivered, Observation, Programs, Pulled, Role, Sent, Side, Status, Step, Unsupported,
+    Content, Delivered, Observation, Outcome, Programs, Pulled, Role, Sent, Side, Status, Step, Unsupported,
+    WokenByData,
 };
 use crate::patience::{self, Patience};
 use crate::payload::pattern;
@@ -457,32 +458,16 @@ impl Rig<'_> {
     /// `from` sends `send` bytes. The reader must be woken: one that is not within [`STALL`] of guest
     /// run time is recorded as not woken (its SO_RCVTIMEO lets the thread go later).
     pub fn recv_while_asleep(&mut self, reader: Role, len: usize, from: Role, send: usize) {
-        let data = pattern(self.next_offset(from, send), send);
-        let sock = self.sock(reader);
-        sock.set_recv_timeout(patience::scaled(STALL * 10)).expect("SO_RCVTIMEO");
-        let (asleep, sent, woken, (result, buf)) = thread::scope(|scope| {
-            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-            let reading = scope.spawn(move || {
-                let mut buf = vec![0; len];
-                tid_tx.send(sys::gettid()).expect("the case waits for the reader's id");
-                let result = sock.recv(&mut buf, 0);
-                (result, buf)
-            });
-            let tid = tid_rx.recv().expect("the reader's id");
-            let asleep = wait_until(|| sys::thread_asleep(tid));
-            (asleep, self.sock(from).send(&data), wait_until(|| reading.is_finished()), reading.join().expect("reader"))
+        let recv = move |sock: &Sock| {
+            let mut buf = vec![0; len];
+            let result = sock.recv(&mut buf, 0);
+            (result, buf)
+        };
+        let step = self.asleep_when_sent(reader, from, send, recv, |rig, (result, buf)| {
+            let content = result.ok().map(|n| rig.take(reader, &buf[..n], false));
+            (result.into(), content)
         });
-        sock.set_recv_timeout(Duration::ZERO).expect("SO_RCVTIMEO");
-        let content = result.ok().map(|n| self.take(reader, &buf[..n], false));
-        self.steps.push(Step::RecvWhileAsleep {
-            role: reader,
-            asleep,
-            from,
-            send: sent.into(),
-            woken,
-            result: result.into(),
-            content,
-        });
+        self.steps.push(Step::RecvWhileAsleep(step));
     }
 
     /// `reader` goes to sleep in a blocking splice(2) of up to a pipe's worth into a pipe (the
@@ -491,39 +476,50 @@ impl Rig<'_> {
     /// recorded as not woken (its SO_RCVTIMEO, which tcp_splice_read() honours, lets it go later).
     pub fn splice_while_asleep(&mut self, reader: Role, from: Role, send: usize) {
         const PIPE_CAPACITY: usize = 64 * 1024;
-        let data = pattern(self.next_offset(from, send), send);
         let (from_pipe, into_pipe) = sys::Fd::pipe().expect("pipe");
+        let into_pipe = &into_pipe;
+        let splice = move |sock: &Sock| sys::splice(sock.raw(), into_pipe.raw(), PIPE_CAPACITY, 0);
+        let step = self.asleep_when_sent(reader, from, send, splice, |rig, result| {
+            let content = result.ok().map(|spliced| {
+                let mut buf = vec![0; spliced];
+                let mut got = 0;
+                while got < spliced {
+                    got += from_pipe.read(&mut buf[got..]).expect("reading the pipe");
+                }
+                rig.take(reader, &buf, false)
+            });
+            (result.into(), content)
+        });
+        self.steps.push(Step::SpliceWhileAsleep(step));
+    }
+
+    /// Runs the blocking `call` on `reader` in a thread of its own and, once that thread is seen
+    /// asleep, sends `send` bytes from `from`; `finish` turns what `call` returned into the step's
+    /// result and content. SO_RCVTIMEO lets a call that is never woken go at last.
+    fn asleep_when_sent<T: Send>(
+        &mut self,
+        reader: Role,
+        from: Role,
+        send: usize,
+        call: impl FnOnce(&Sock) -> T + Send,
+        finish: impl FnOnce(&mut Self, T) -> (Outcome, Option<Content>),
+    ) -> WokenByData {
+        let data = pattern(self.next_offset(from, send), send);
         let sock = self.sock(reader);
         sock.set_recv_timeout(patience::scaled(STALL * 10)).expect("SO_RCVTIMEO");
-        let (asleep, sent, woken, result) = thread::scope(|scope| {
+        let (asleep, sent, woken, returned) = thread::scope(|scope| {
             let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-            let into_pipe = &into_pipe;
-            let splicing = scope.spawn(move || {
-                tid_tx.send(sys::gettid()).expect("the case waits for the splicer's id");
-                sys::splice(sock.raw(), into_pipe.raw(), PIPE_CAPACITY, 0)
+            let calling = scope.spawn(move || {
+                tid_tx.send(sys::gettid()).expect("the case waits for the caller's id");
+                call(sock)
             });
-            let tid = tid_rx.recv().expect("the splicer's id");
+            let tid = tid_rx.recv().expect("the caller's id");
             let asleep = wait_until(|| sys::thread_asleep(tid));
-            (asleep, self.sock(from).send(&data), wait_until(|| splicing.is_finished()), splicing.join().expect("splicer"))
+            (asleep, self.sock(from).send(&data), wait_until(|| calling.is_finished()), calling.join().expect("caller"))
         });
         sock.set_recv_timeout(Duration::ZERO).expect("SO_RCVTIMEO");
-        let content = result.ok().map(|spliced| {
-            let mut buf = vec![0; spliced];
-            let mut got = 0;
-            while got < spliced {
-                got += from_pipe.read(&mut buf[got..]).expect("reading the pipe");
-            }
-            self.take(reader, &buf, false)
-        });
-        self.steps.push(Step::SpliceWhileAsleep {
-            role: reader,
-            asleep,
-            from,
-            send: sent.into(),
-            woken,
-            result: result.into(),
-            content,
-        });
+        let (result, content) = finish(self, returned);
+        WokenByData { role: reader, asleep, from, send: sent.into(), woken, result, content }
     }
 
     /// Reads exactly what `role` still expects, waiting for it at most [`STALL`] without progress.
