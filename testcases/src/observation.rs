@@ -414,6 +414,27 @@ pub enum Step {
     FreeMap {
         programs_left: bool,
     },
+    /// setsockopt(IPPROTO_TCP, TCP_ULP, "tls") on `role` (ktls.rs).
+    TcpUlp {
+        role: Role,
+        result: Outcome,
+    },
+    /// setsockopt(SOL_TLS, TLS_TX or TLS_RX) on `role`: `dir` is "tls_tx" or "tls_rx".
+    TlsKey {
+        role: Role,
+        dir: &'static str,
+        result: Outcome,
+    },
+    /// setsockopt(IPPROTO_TCP, TCP_NODELAY, 1) on `role`.
+    TcpNodelay {
+        role: Role,
+        result: Outcome,
+    },
+    /// connect(AF_UNSPEC) on `role`: tcp_disconnect() through its proto.
+    Disconnect {
+        role: Role,
+        result: Outcome,
+    },
     /// Reads until the end of stream, an error, or [`STALL`](crate::rig::STALL) without progress;
     /// how many bytes is left out where the case allows any prefix.
     ReadToEnd {

@@ -271,6 +271,10 @@ pub struct Rig<'obj> {
     pub(crate) stalls: Vec<String>,
     /// The sockets the case's body made (see listener.rs), for the accounting.
     pub(crate) ledger: Ledger,
+    /// A setup step the body needed and the kernel refused (ktls.rs): the case is unsupported.
+    pub(crate) refused: Option<Unsupported>,
+    /// The case does not need the verdict program to run (ktls.rs).
+    pub(crate) lifecycle_only: bool,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
@@ -332,6 +336,8 @@ pub fn observe(
         redirect_may_miss: false,
         stalls: Vec::new(),
         ledger: Ledger::default(),
+        refused: None,
+        lifecycle_only: false,
     };
     body(&mut rig);
     ledger.extend(std::mem::take(&mut rig.ledger));
@@ -669,7 +675,11 @@ impl Rig<'_> {
             .collect();
         // The kernel took the sockets into the map, but has no hook for this family on this path, or
         // its redirect helper will not take this family as a target in this direction.
-        let unsupported = if runs == 0 {
+        let unsupported = if let Some(refused) = self.refused.take() {
+            Some(refused)
+        } else if self.lifecycle_only {
+            None
+        } else if runs == 0 {
             Some(Unsupported { step: "verdict_program", error: "never_ran".into() })
         } else if redirect_missed && !self.redirect_may_miss {
             Some(Unsupported { step: "redirect_helper", error: "target_refused".into() })

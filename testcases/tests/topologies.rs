@@ -1,4 +1,4 @@
-//! Issue 13's families 6, 2, 11, 9, 4 and 5 in one test binary: each suite binary costs the guest
+//! Issue 13's families 6, 2, 11, 9, 4, 5 and 8 in one test binary: each suite binary costs the guest
 //! a start and a first case that loads the kernel's BTF (1-4 s under TCG), so these small files
 //! share one. Runs only inside a lab guest (`lab test`).
 //!
@@ -10,11 +10,14 @@
 //!   sends larger than MAX_MSG_FRAGS pages, a cork filled by chunks — and splice out of the
 //!   receiver (family 4)
 //! - framing: a stream parser that frames messages by a length header (family 5)
+//! - ktls: sockets with the TLS ULP and kTLS keys, set before or after they join the map (family 8)
 
 #[path = "topologies/cross.rs"]
 mod cross;
 #[path = "topologies/framing.rs"]
 mod framing;
+#[path = "topologies/ktls.rs"]
+mod ktls;
 #[path = "topologies/listener.rs"]
 mod listener;
 #[path = "topologies/sending.rs"]
