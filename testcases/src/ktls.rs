@@ -122,6 +122,7 @@ impl Rig<'_> {
         let result = self.sock(role).set_tls_ulp();
         if result == Err(Errno::ENOENT) {
             self.unsupported_by("tcp_ulp_tls", Errno::ENOENT);
+            self.lacks = Some("TLS (TCP_ULP \"tls\" is ENOENT: no CONFIG_TLS, or tls.ko not loadable)");
         }
         self.steps.push(Step::TcpUlp { role, result: result.into() });
         result

@@ -96,6 +96,10 @@ pub struct Observation {
     pub delivered: BTreeMap<Role, Delivered>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub programs: Option<Programs>,
+    /// A kernel feature the case needs and this kernel was built without: nothing of the case's
+    /// subject could be observed, so no snapshot judges it (it is never written into one).
+    #[serde(skip)]
+    pub lacks: Option<&'static str>,
 }
 
 impl Observation {
@@ -107,6 +111,7 @@ impl Observation {
             sent: None,
             delivered: BTreeMap::new(),
             programs: None,
+            lacks: None,
         }
     }
 }

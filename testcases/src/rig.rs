@@ -275,6 +275,8 @@ pub struct Rig<'obj> {
     pub(crate) refused: Option<Unsupported>,
     /// The case does not need the verdict program to run (ktls.rs).
     pub(crate) lifecycle_only: bool,
+    /// A feature the kernel was built without (see [`Observation::lacks`]).
+    pub(crate) lacks: Option<&'static str>,
 }
 
 /// Sets the scenario up with `config` in the config map, runs `body` on it and returns what was
@@ -338,6 +340,7 @@ pub fn observe(
         ledger: Ledger::default(),
         refused: None,
         lifecycle_only: false,
+        lacks: None,
     };
     body(&mut rig);
     ledger.extend(std::mem::take(&mut rig.ledger));
@@ -687,7 +690,15 @@ impl Rig<'_> {
             None
         };
         let status = if unsupported.is_some() { Status::Unsupported } else { Status::Supported };
-        Observation { status, unsupported, steps: self.steps, sent: self.sent, delivered, programs: Some(programs) }
+        Observation {
+            status,
+            unsupported,
+            steps: self.steps,
+            sent: self.sent,
+            delivered,
+            programs: Some(programs),
+            lacks: self.lacks,
+        }
     }
 }
 
