@@ -12,6 +12,7 @@
 pub mod accounting;
 pub mod bpf;
 mod case;
+mod concurrent;
 mod disruption;
 pub mod family;
 pub mod guest;

@@ -407,6 +407,19 @@ pub enum Step {
         returned: bool,
         result: String,
     },
+    /// Two threads sent `messages` messages each, at once, on `from` (concurrent.rs): what each
+    /// send loop accepted, what `to` read, and each thread's stream as `to` got it (thread 0's
+    /// with the flush).
+    TwoSenders {
+        from: Role,
+        to: Role,
+        messages: usize,
+        sent: [Outcome; 2],
+        /// The send after both, with the program no longer corking, that pushes a cork out.
+        flushed: Outcome,
+        received: usize,
+        content: [Content; 2],
+    },
     /// SO_SNDBUF / SO_RCVBUF set to `bytes` (the kernel doubles it).
     SetBuffer {
         role: Role,

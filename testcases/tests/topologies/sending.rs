@@ -26,6 +26,9 @@ const VMSPLICE_LEN: usize = 256 * 1024;
 const CORK_CHUNK: usize = 8192;
 const CORK_CHUNKS: usize = 32;
 const CORK: u32 = 4097;
+/// What each of two concurrent senders sends on A, in turn, TWO_SENDERS_ROUNDS times.
+const TWO_SENDERS: [usize; 4] = [16 * 1024, 1024, 8 * 1024, 1024];
+const TWO_SENDERS_ROUNDS: usize = 16;
 /// What the splice-out cases send: a few skbs' worth.
 const SPLICED: usize = 16 * 1024;
 
@@ -99,6 +102,33 @@ fn into_a_cork(path: Path, call: SendCall, what: &str) {
         rig.expect(receiver, &pattern(0, corked + CORK_CHUNK));
         rig.send_by(Role::A, call, CORK_CHUNK, receiver);
     });
+}
+
+/// Two threads send on A at once, into a cork that takes the verdict 4097 bytes at a time:
+/// messages of 16 and 8 KiB (redirected a piece at a time, A's lock let go for each piece) and of
+/// 1 KiB (corked). A second sender corks while the first one's redirect has the lock let go, and
+/// the first then finds a cork that is not its own. After both, a chunk without the cork pushes
+/// out what a cork still holds: each thread's bytes must all arrive, once and in order. 7.3.4 oopses
+/// in kfree() called from tcp_bpf_sendmsg() (finding tcp-bpf-concurrent-cork-frees-the-stack-msg),
+/// which ends the suite's guest: the cases run only where the finding is fixed.
+fn from_two_threads_into_a_cork(path: Path) {
+    let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
+    sending_case(path, "two_threads_send_into_a_cork_with_apply_bytes", cork, |rig| {
+        let messages = TWO_SENDERS.repeat(TWO_SENDERS_ROUNDS);
+        rig.send_from_two_threads(Role::A, path.receiver(), &messages, CORK_CHUNK);
+    });
+}
+
+#[rstest]
+#[ignore = "oopses 7.3.4 in kfree() from tcp_bpf_sendmsg(): finding tcp-bpf-concurrent-cork-frees-the-stack-msg"]
+fn sending_from_two_threads_into_a_cork_tx_to_rx() {
+    from_two_threads_into_a_cork(TxToRx);
+}
+
+#[rstest]
+#[ignore = "oopses 7.3.4 in kfree() from tcp_bpf_sendmsg(): finding tcp-bpf-concurrent-cork-frees-the-stack-msg"]
+fn sending_from_two_threads_into_a_cork_tx_to_tx() {
+    from_two_threads_into_a_cork(TxToTx);
 }
 
 /// By send(): 6.12.118 and 7.3.4 lose and corrupt bytes every send accepted (finding
