@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::observation::{Content, Outcome, Role, Step};
 use crate::patience::Patience;
 use crate::payload::pattern_byte;
-use crate::rig::{Rig, STALL};
-use crate::sys::{self, Errno, Sock};
+use crate::rig::{Inbox, Rig, STALL};
+use crate::sys::{self, Sock};
 
 /// The senders of [`Rig::send_from_two_threads`]: the top bit of every byte says whose it is.
 const THREADS: [u8; 2] = [0, 1];
@@ -49,7 +49,7 @@ impl Rig<'_> {
             let len = if t == 0 { total + flush } else { total };
             (0..len).map(|offset| thread_byte(t, offset)).collect::<Vec<u8>>()
         });
-        let mut got = Vec::new();
+        let mut inbox = Inbox::default();
         let (sender, receiver) = (self.sock(from), self.sock(to));
         let sent = thread::scope(|scope| {
             let senders = THREADS.map(|t| {
@@ -60,22 +60,22 @@ impl Rig<'_> {
             // lock busy in between, which is when a redirect waits and the other sender runs.
             while !senders.iter().all(|s| s.is_finished()) {
                 sys::poll(&[(receiver.raw(), libc::POLLIN)], SLICE).expect("poll");
-                // An error shows again in the read after the flush, which reports it.
-                let _ = read_available(receiver, &mut got);
+                // An error is kept in the inbox, and reported by the read after the flush.
+                inbox.take_queued(receiver);
             }
             senders.map(|s| s.join().expect("sender thread"))
         });
         self.set_config(self.scenario().config());
         let flushed = send_messages(self.sock(from), &streams[0][total..], &[flush]);
-        let stall = read_until(self.sock(to), 2 * total + flush, &mut got);
+        let stall = read_until(self.sock(to), 2 * total + flush, &mut inbox);
         if let Some(stall) = stall {
             self.stalls.push(stall.replacen("stalled: ", &format!("stalled: {} reading two senders: ", to.name()), 1));
         }
         let content = THREADS.map(|t| {
-            let own: Vec<u8> = got.iter().copied().filter(|byte| byte >> 7 == t).collect();
+            let own: Vec<u8> = inbox.data.iter().copied().filter(|byte| byte >> 7 == t).collect();
             Content::compare(&streams[t as usize], &own)
         });
-        let received = got.len();
+        let received = inbox.data.len();
         self.steps.push(Step::TwoSenders { from, to, messages: messages.len(), sent, flushed, received, content });
     }
 }
@@ -83,36 +83,18 @@ impl Rig<'_> {
 /// How long the reader waits for data at a time while the senders run.
 const SLICE: Duration = Duration::from_millis(10);
 
-/// Appends whatever `sock` has queued now to `got`: how many bytes, or the error it reported.
-fn read_available(sock: &Sock, got: &mut Vec<u8>) -> Result<usize, Errno> {
-    let mut buf = vec![0; 64 * 1024];
-    let mut total = 0;
-    loop {
-        match sock.recv(&mut buf, libc::MSG_DONTWAIT) {
-            Ok(0) | Err(Errno::EAGAIN) => return Ok(total),
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                total += n;
-            }
-            Err(errno) => return Err(errno),
-        }
-    }
-}
-
-/// Reads `sock` into `got` until it holds `want` bytes or nothing came for [`STALL`]; the
-/// stall, if it gave up.
-fn read_until(sock: &Sock, want: usize, got: &mut Vec<u8>) -> Option<String> {
+/// Reads `sock` into `inbox` until it holds `want` bytes or nothing came for [`STALL`]; the
+/// stall, if it gave up (or the error the socket reported).
+fn read_until(sock: &Sock, want: usize, inbox: &mut Inbox) -> Option<String> {
     let mut wait = Patience::new(STALL);
-    while got.len() < want {
+    while inbox.open() && inbox.data.len() < want {
         if wait.exhausted() {
-            return Some(wait.stalled(&format!("{want} bytes (got {})", got.len())));
+            return Some(wait.stalled(&format!("{want} bytes (got {})", inbox.data.len())));
         }
         wait.sleep(|slice| sys::poll(&[(sock.raw(), libc::POLLIN)], slice).expect("poll"));
-        match read_available(sock, got) {
-            Ok(0) => {}
-            Ok(_) => wait.progress(),
-            Err(errno) => return Some(format!("stalled: recv: {}", sys::errno_name(errno))),
+        if inbox.take_queued(sock) > 0 {
+            wait.progress();
         }
     }
-    None
+    inbox.error.map(|errno| format!("stalled: recv: {}", sys::errno_name(errno)))
 }
