@@ -1,7 +1,7 @@
 //! sockmap-lab: build a kernel from a definition, boot it under virtme-ng, run things in it.
 //!
 //! Data flows one way through the stages, each a module: `definition` → `source` → `patches` →
-//! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `suite`
+//! `kconfig` → `build` (into the `cache`) → `vm` (with `accel` choosing KVM or TCG) → `shards` (one run dealt to several guests) → `suite`
 //! (cases run in the guest, their observations in `cases`, judged against `findings`; beside it
 //! `selftests`, the kernel's own sockmap selftests) → `matrix`,
 //! `mutants`, `bench`, `bisect` (the engines that run many) → `render` (every printed or written
@@ -27,6 +27,7 @@ pub mod progress;
 pub mod render;
 pub mod runs;
 pub mod selftests;
+pub mod shards;
 pub mod source;
 pub mod suite;
 pub mod vm;

@@ -237,6 +237,7 @@ mod tests {
                 accel: "tcg".into(),
                 guest: serde_json::json!({"kind": "exited", "code": 0}),
                 guest_seconds: 1.0,
+                guests: 1,
                 cases: vec![case],
                 listed: 1,
                 suite_started: true,

@@ -341,6 +341,7 @@ pub(crate) mod tests {
             accel: "tcg".into(),
             guest: serde_json::Value::Null,
             guest_seconds: 1300.0,
+            guests: 1,
             listed: cases.len(),
             cases,
             suite_started,

@@ -18,6 +18,8 @@ pub use crate::cases::{failure_excerpt, path_of, tally, CaseResult, Status, Tall
 use crate::process;
 use crate::runs;
 use crate::progress::Step;
+pub use crate::shards::Ignored;
+use crate::shards::{self, Part, Selection, Shard};
 use crate::vm::{self, GuestRun, VmConfig};
 
 /// Everything one suite run established, written as `summary.json` in its results folder.
@@ -33,6 +35,9 @@ pub struct RunReport {
     /// How the guest run ended (exited, panicked, hung...).
     pub guest: serde_json::Value,
     pub guest_seconds: f64,
+    /// How many guests the cases were dealt to (`guest_seconds` is the longest one's).
+    #[serde(default = "one")]
+    pub guests: usize,
     pub cases: Vec<CaseResult>,
     /// How many cases the suite binaries list for the filter: every one of them must end with a
     /// verdict, or the run says which did not.
@@ -63,6 +68,10 @@ pub struct RunReport {
     /// such a run says how the kernel compares with that family, not whether it is right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judged_as: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RunReport {
@@ -108,6 +117,8 @@ pub struct SuiteOptions {
     /// Write into this folder (emptied first) instead of a new run of `results/<kernel>/`: a
     /// bisect step keeps its results with the bisect's.
     pub results: Option<PathBuf>,
+    /// Guests to deal the cases to, side by side ([`shards`]); 0 and 1 both mean one.
+    pub guests: usize,
 }
 
 /// A finished suite run: the report, the raw guest run, and where the results are.
@@ -143,28 +154,20 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     // libtest prints every case's name and verdict, so a long quiet spell is a stuck case: found in
     // minutes, while the total timeout only has to bound a whole suite on a slow host.
     cfg.silence.get_or_insert(SUITE_SILENCE * wait_scale(def.profile));
-    let listed = list_cases(exes, opts.filter.as_deref())?;
+    let listed = list_binaries(exes, opts.filter.as_deref())?;
     let findings = findings::load(&project.join("snapshots"))?;
     let kernel = findings::Kernel::new(&entry.manifest.release, &def.patches);
     let ignored = plan_ignored(exes, opts.filter.as_deref(), |test| findings::may_run_ignored(&findings, &kernel, test))?;
-    let command = vec!["sh".into(), "-c".into(), guest_script(exes, &results, project, opts, def.profile, &ignored)];
-    let step = Step::start(&format!("{}: running the suite in the guest ({})", def.name, cfg.accel.as_str()));
-    let mut done = 0usize;
-    let guest = vm::run(
-        &entry.kernel_image(),
-        &command,
-        &cfg,
-        vm::by_line(|line| {
-            if line.starts_with("test ") && line.contains(" ... ") {
-                done += 1;
-                step.message(&format!("{done} cases; {}", line.trim()));
-            }
-        }),
-    )?;
-    step.finish(&format!("{done} cases"));
-    let (output, output_from_console) = suite_output(&guest);
-    let mut cases = collect(&output, &results, &listed);
-    findings::annotate(&mut cases, &findings, &kernel, &project.join("snapshots"));
+    let plan = shards::plan(&listed, &ignored, opts.filter.as_deref(), opts.guests);
+    let guests = run_guests(def, entry, &plan, &results, project, &cfg, opts)?;
+    let mut read = Verdicts::default();
+    for (shard, guest) in plan.iter().zip(&guests) {
+        read.add(shard, guest, &listed, &results, plan.len());
+    }
+    read.cases.extend(kmemleak_case(&results, plan.len()));
+    findings::annotate(&mut read.cases, &findings, &kernel, &project.join("snapshots"));
+    let (guest, worst) = shards::merge(guests);
+    cfg.console_log = shards::console_log(&cfg.console_log, worst);
     let report = RunReport {
         kernel: def.name.clone(),
         run: run.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
@@ -172,11 +175,12 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
         accel: cfg.accel.as_str().into(),
         guest: serde_json::to_value(&guest.outcome)?,
         guest_seconds: guest.wall.as_secs_f64(),
-        problems: run_problems(&output, exes, &cases),
-        output_from_console,
-        suite_started: suite_started(&output),
-        listed: listed.len(),
-        cases,
+        guests: plan.len(),
+        problems: read.problems,
+        output_from_console: read.from_console,
+        suite_started: read.started,
+        listed: listed.iter().map(|(_, c)| c.len()).sum(),
+        cases: read.cases,
         retried: None,
         totals: Tally::default(),
         findings: Default::default(),
@@ -185,6 +189,61 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     .with_findings(&findings);
     std::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(SuiteRun { report, guest, results, cfg, run })
+}
+
+/// Boot one guest per shard of `plan`, side by side, each with its own script and console log.
+fn run_guests(def: &Definition, entry: &Entry, plan: &[Shard], results: &Path, project: &Path, cfg: &VmConfig, opts: &SuiteOptions) -> anyhow::Result<Vec<GuestRun>> {
+    let where_ = if plan.len() == 1 { "the guest".to_string() } else { format!("{} guests", plan.len()) };
+    let step = Step::start(&format!("{}: running the suite in {where_} ({})", def.name, cfg.accel.as_str()));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let image = entry.kernel_image();
+    let runs: Vec<anyhow::Result<GuestRun>> = std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .iter()
+            .map(|shard| {
+                let mut cfg = cfg.clone();
+                cfg.console_log = shards::console_log(&cfg.console_log, shard.index);
+                let script = guest_script(&shard.parts, results, project, opts, def.profile, &kmemleak_file(shard.index, plan.len()));
+                let (step, done, image) = (&step, &done, &image);
+                s.spawn(move || {
+                    let on_line = vm::by_line(|line| {
+                        if line.starts_with("test ") && line.contains(" ... ") {
+                            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            step.message(&format!("{n} cases; {}", line.trim()));
+                        }
+                    });
+                    vm::run(image, &["sh".into(), "-c".into(), script], &cfg, on_line)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked")))).collect()
+    });
+    let runs = runs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    step.finish(&format!("{} cases", done.into_inner()));
+    Ok(runs)
+}
+
+/// What the guests of a run established, read one guest at a time.
+#[derive(Default)]
+struct Verdicts {
+    cases: Vec<CaseResult>,
+    problems: Vec<String>,
+    started: bool,
+    from_console: bool,
+}
+
+impl Verdicts {
+    /// `guest`'s verdicts on the cases of its `shard` (one of `of`), and what went wrong with it.
+    fn add(&mut self, shard: &Shard, guest: &GuestRun, listed: &[(PathBuf, Vec<String>)], results: &Path, of: usize) {
+        let (output, from_console) = suite_output(guest);
+        let cases = collect_verdicts(&output, results, &shard.cases(listed));
+        let ran: Vec<PathBuf> = shard.parts.iter().filter(|p| binary_args(p).0.is_some()).map(|p| p.exe.clone()).collect();
+        let who = if of == 1 { String::new() } else { format!("guest {} of {of}: ", shard.index + 1) };
+        self.problems.extend(run_problems(&output, &ran, &cases).into_iter().map(|p| format!("{who}{p}")));
+        self.started |= suite_started(&output);
+        self.from_console |= from_console;
+        self.cases.extend(cases);
+    }
 }
 
 /// The suite's output: the guest command's own, or, when vng delivered none of it while the kernel
@@ -228,14 +287,6 @@ fn wait_scale(profile: Profile) -> u32 {
     }
 }
 
-/// A suite binary's `#[ignore]`d cases (each crashes kernels with a finding): the ones this kernel
-/// may run, and the ones it must not.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Ignored {
-    pub run: Vec<String>,
-    pub skip: Vec<String>,
-}
-
 /// Each binary's [`Ignored`] for `filter`, in the order of `exes`; `may_run` judges a case by its
 /// libtest name ([`findings::may_run_ignored`]).
 pub fn plan_ignored(exes: &[PathBuf], filter: Option<&str>, may_run: impl Fn(&str) -> bool) -> anyhow::Result<Vec<Ignored>> {
@@ -247,10 +298,11 @@ pub fn plan_ignored(exes: &[PathBuf], filter: Option<&str>, may_run: impl Fn(&st
     Ok(plans)
 }
 
-/// The guest's script: runs every binary, one case at a time, with the `#[ignore]`d cases `ignored`
-/// says it may run (the others are reported ignored, as libtest would).
-pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile, ignored: &[Ignored]) -> String {
-    let (filter, review) = (opts.filter.as_deref(), opts.review);
+/// A guest's script: runs each binary of `parts`, one case at a time, with the `#[ignore]`d cases
+/// its [`Ignored`] says it may run (the others are reported ignored, as libtest would); kmemleak's
+/// report goes to `kmemleak` in `results`.
+pub fn guest_script(parts: &[Part], results: &Path, project: &Path, opts: &SuiteOptions, profile: Profile, kmemleak: &str) -> String {
+    let review = opts.review;
     let wait_scale = wait_scale(profile);
     let mut script = format!(
         "export LAB_IN_GUEST=1 LAB_RESULTS_DIR={} INSTA_WORKSPACE_ROOT={} INSTA_PENDING_DIR={} INSTA_UPDATE={} INSTA_FORCE_PASS=0 CI=1 LAB_WAIT_SCALE={wait_scale} LAB_TEST_ABORT_CASE={} LAB_JUDGE_AS={}; rc=0; ",
@@ -267,37 +319,56 @@ pub fn guest_script(exes: &[PathBuf], results: &Path, project: &Path, opts: &Sui
         "KML={KMEMLEAK}; [ -e $KML ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null; \
          if [ -w $KML ]; then echo scan > $KML; echo clear > $KML; fi; "
     ));
-    let none = Ignored::default();
-    for (i, exe) in exes.iter().enumerate() {
-        let ignored = ignored.get(i).unwrap_or(&none);
-        let mut args = vec![exe.display().to_string(), "--test-threads=1".to_string()];
-        if !ignored.run.is_empty() {
-            args.push("--include-ignored".to_string());
-            // libtest's --skip is a substring match: full names match only themselves.
-            args.extend(ignored.skip.iter().flat_map(|t| ["--skip".to_string(), t.clone()]));
-            for test in &ignored.skip {
-                script.push_str(&format!("echo {}; ", shell_words::quote(&format!("test {test} ... ignored"))));
-            }
+    for part in parts {
+        let (args, skipped) = binary_args(part);
+        for test in skipped {
+            script.push_str(&format!("echo {}; ", shell_words::quote(&format!("test {test} ... ignored"))));
         }
-        if let Some(f) = filter {
-            args.push(f.to_string());
-        }
+        let Some(args) = args else { continue };
         // libtest's own summary line is lost when the binary dies: its exit status is printed so the
         // host can tell a binary that crashed from one that finished.
         script.push_str(&format!(
             "{}; code=$?; echo; echo \"{EXIT_MARKER}{} exited $code\"; [ $code = 0 ] || rc=1; ",
             shell_words::join(&args),
-            binary_name(exe),
+            binary_name(&part.exe),
         ));
     }
     // kmemleak only reports objects older than 5 s (MSECS_MIN_AGE) and suggests a second scan
     // against false positives, so this one wait is the kernel's rule, not a guess.
     script.push_str(&format!(
         "if [ -w $KML ]; then sleep 6; echo scan > $KML; echo scan > $KML; cat $KML > {}; fi; ",
-        shell_words::quote(&results.join(KMEMLEAK_FILE).display().to_string()),
+        shell_words::quote(&results.join(kmemleak).display().to_string()),
     ));
     script.push_str("exit $rc");
     script
+}
+
+/// A binary's command line for its [`Part`] (none when the part is only cases it must not run),
+/// and the ignored cases it must not run (their verdict is printed for them).
+fn binary_args(part: &Part) -> (Option<Vec<String>>, Vec<String>) {
+    let mut args = vec![part.exe.display().to_string(), "--test-threads=1".to_string()];
+    let ignored = &part.ignored;
+    let skipped = if ignored.run.is_empty() { Vec::new() } else { ignored.skip.clone() };
+    if !ignored.run.is_empty() {
+        args.push("--include-ignored".to_string());
+    }
+    match &part.select {
+        Selection::Filter(filter) => {
+            // libtest's --skip is a substring match: full names match only themselves.
+            args.extend(skipped.iter().flat_map(|t| ["--skip".to_string(), t.clone()]));
+            args.extend(filter.clone());
+        }
+        Selection::Exact(names) => {
+            let run: Vec<String> = names.iter().filter(|n| !skipped.contains(n)).cloned().collect();
+            if run.is_empty() {
+                // libtest with no name runs every case.
+                return (None, skipped);
+            }
+            args.push("--exact".to_string());
+            args.extend(run);
+        }
+    }
+    (Some(args), skipped)
 }
 
 /// Where a review run's `.snap.new` files go: in the run's own folder, not beside the snapshots,
@@ -317,11 +388,12 @@ fn binary_name(exe: &Path) -> String {
 /// The cases each suite binary lists for `filter`, by libtest name: what a complete run must
 /// report a verdict for. Listing runs on the host (it starts no case) and uses libtest's own filter.
 pub fn list_cases(exes: &[PathBuf], filter: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut cases = Vec::new();
-    for exe in exes {
-        cases.extend(list_tests(exe, filter, false)?);
-    }
-    Ok(cases)
+    Ok(list_binaries(exes, filter)?.into_iter().flat_map(|(_, cases)| cases).collect())
+}
+
+/// [`list_cases`], binary by binary.
+pub fn list_binaries(exes: &[PathBuf], filter: Option<&str>) -> anyhow::Result<Vec<(PathBuf, Vec<String>)>> {
+    exes.iter().map(|exe| Ok((exe.clone(), list_tests(exe, filter, false)?))).collect()
 }
 
 /// One binary's tests for `filter` (only the `#[ignore]`d ones with `ignored`).
@@ -458,9 +530,26 @@ const KMEMLEAK_FILE: &str = "kmemleak.txt";
 /// The pseudo-case that carries kmemleak's verdict on the whole run (kernels built with kmemleak).
 pub const KMEMLEAK_CASE: &str = "kmemleak_after_suite";
 
+/// Where a guest writes kmemleak's report: the run's own file, or one per guest.
+fn kmemleak_file(index: usize, of: usize) -> String {
+    if of == 1 {
+        KMEMLEAK_FILE.to_string()
+    } else {
+        format!("kmemleak.guest{}.txt", index + 1)
+    }
+}
+
 /// kmemleak's report after the suite, as one more case: objects nobody references are a leak some
-/// case caused, though kmemleak cannot say which.
-fn kmemleak_case(results: &Path) -> Option<CaseResult> {
+/// case caused, though kmemleak cannot say which. The reports of `guests` guests become one.
+fn kmemleak_case(results: &Path, guests: usize) -> Option<CaseResult> {
+    if guests > 1 {
+        let reports: Vec<String> = (0..guests)
+            .filter_map(|i| Some(format!("=== guest {} of {guests} ===\n{}", i + 1, std::fs::read_to_string(results.join(kmemleak_file(i, guests))).ok()?)))
+            .collect();
+        if !reports.is_empty() {
+            std::fs::write(results.join(KMEMLEAK_FILE), reports.join("\n")).ok()?;
+        }
+    }
     let report = std::fs::read_to_string(results.join(KMEMLEAK_FILE)).ok()?;
     let leaks = report.matches("unreferenced object").count();
     let (status, failure) = if leaks == 0 {
@@ -476,8 +565,14 @@ fn kmemleak_case(results: &Path) -> Option<CaseResult> {
 /// Merge libtest's verdicts with the result files the cases wrote into `results`, and account for
 /// every `listed` case: one without a verdict crashed (the one that was running) or was not run.
 pub fn collect(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResult> {
+    let mut cases = collect_verdicts(output, results, listed);
+    cases.extend(kmemleak_case(results, 1));
+    cases
+}
+
+/// [`collect`] without kmemleak's pseudo-case: one guest's cases.
+fn collect_verdicts(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResult> {
     let mut records = result_files(results);
-    let kmemleak = kmemleak_case(results);
     let mut verdicts = parse_libtest(output);
     let running = running_case(output, &verdicts);
     for name in listed {
@@ -504,7 +599,6 @@ pub fn collect(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResul
             let observation = record.and_then(|r| r.get("observation").cloned());
             CaseResult { path: path_of(&name), name, status, observation, failure, snapshot, finding: None }
         })
-        .chain(kmemleak)
         .collect()
 }
 
@@ -568,6 +662,17 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     }
 
     #[test]
+    fn the_kmemleak_reports_of_several_guests_make_one_case() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(kmemleak_case(dir.path(), 2).is_none(), "no guest reported: no case");
+        std::fs::write(dir.path().join("kmemleak.guest1.txt"), "").unwrap();
+        std::fs::write(dir.path().join("kmemleak.guest2.txt"), "unreferenced object 0xffff888003b1c000 (size 64):\n").unwrap();
+        let case = kmemleak_case(dir.path(), 2).unwrap();
+        assert_eq!(case.status, Status::Failed);
+        assert!(case.failure.unwrap().contains("1 unreferenced objects after the suite:\n=== guest 1 of 2 ===\n\n=== guest 2 of 2 ==="));
+    }
+
+    #[test]
     fn a_verdict_after_interleaved_output_is_still_read() {
         let out = "test tx_to_rx::a ... stored new snapshot /work/main/snapshots/x.snap.new\nok\ntest tx_to_rx::b ... \ninfo: something\nFAILED\n";
         let cases = parse_libtest(out);
@@ -596,7 +701,7 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     fn a_review_writes_its_new_snapshots_into_its_own_run_folder() {
         let results = Path::new("/p/results/k/runs/20261202T210356.123Z-7-0");
         let opts = SuiteOptions { review: true, ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], results, Path::new("/p"), &opts, Profile::Default, &[]);
+        let script = &guest_script(&whole("/t/redirect-0123"), results, Path::new("/p"), &opts, Profile::Default, KMEMLEAK_FILE);
         assert!(script.contains("INSTA_PENDING_DIR=/p/results/k/runs/20261202T210356.123Z-7-0/pending "), "{script}");
         assert!(script.contains("INSTA_UPDATE=new "), "{script}");
     }
@@ -604,23 +709,49 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
     #[test]
     fn judging_as_a_family_reaches_the_guest() {
         let opts = SuiteOptions { judge_as: Some("6.1".into()), ..Default::default() };
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &opts, Profile::Default, &[]);
+        let script = &guest_script(&whole("/t/redirect-0123"), Path::new("/r"), Path::new("/p"), &opts, Profile::Default, KMEMLEAK_FILE);
         assert!(script.contains(" LAB_JUDGE_AS=6.1;"), "{script}");
-        let script = &guest_script(&[PathBuf::from("/t/redirect-0123")], Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, &[]);
+        let script = &guest_script(&whole("/t/redirect-0123"), Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, KMEMLEAK_FILE);
         assert!(script.contains(" LAB_JUDGE_AS='';"), "{script}");
+    }
+
+    /// One binary, run whole (no filter, no ignored case allowed).
+    fn whole(exe: &str) -> Vec<Part> {
+        vec![Part { exe: PathBuf::from(exe), select: Selection::Filter(None), ignored: Ignored::default() }]
     }
 
     #[test]
     fn only_the_ignored_cases_a_fix_allows_run() {
-        let exes = [PathBuf::from("/t/redirect-0123")];
-        let script = |ignored: &[Ignored]| guest_script(&exes, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, ignored);
-        let none = script(&[Ignored { run: vec![], skip: vec!["m::panics".into()] }]);
+        let script = |ignored: Ignored| {
+            let parts = [Part { exe: PathBuf::from("/t/redirect-0123"), select: Selection::Filter(None), ignored }];
+            guest_script(&parts, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, KMEMLEAK_FILE)
+        };
+        let none = script(Ignored { run: vec![], skip: vec!["m::panics".into()] });
         assert!(!none.contains("--include-ignored") && !none.contains("--skip"), "libtest reports them ignored itself: {none}");
-        let some = script(&[Ignored { run: vec!["m::fixed".into()], skip: vec!["m::panics".into()] }]);
+        let some = script(Ignored { run: vec!["m::fixed".into()], skip: vec!["m::panics".into()] });
         assert!(some.contains("'--test-threads=1' --include-ignored --skip m::panics;"), "{some}");
         assert!(some.contains("echo 'test m::panics ... ignored'; "), "the skipped case still gets its verdict: {some}");
         let verdicts = parse_libtest("test m::panics ... ignored\ntest m::fixed ... ok\n");
         assert_eq!(verdicts.iter().map(|v| v.1).collect::<Vec<_>>(), [Status::Ignored, Status::Passed]);
+    }
+
+    #[test]
+    fn a_guest_runs_exactly_its_share_and_never_a_binary_with_nothing_left_to_run() {
+        let part = |names: &[&str], ignored: Ignored| Part {
+            exe: PathBuf::from("/t/teardown-1"),
+            select: Selection::Exact(names.iter().map(|n| n.to_string()).collect()),
+            ignored,
+        };
+        let script = |parts: &[Part]| guest_script(parts, Path::new("/r"), Path::new("/p"), &SuiteOptions::default(), Profile::Default, "kmemleak.guest2.txt");
+        let share = script(&[part(&["t::a", "t::b"], Ignored::default())]);
+        assert!(share.contains("/t/teardown-1 '--test-threads=1' --exact t::a t::b;"), "{share}");
+        assert!(share.contains("> /r/kmemleak.guest2.txt;"), "{share}");
+        let fixed = script(&[part(&["t::a", "t::crash", "t::fixed"], Ignored { run: vec!["t::fixed".into()], skip: vec!["t::crash".into()] })]);
+        assert!(fixed.contains("--include-ignored --exact t::a t::fixed;"), "{fixed}");
+        assert!(fixed.contains("echo 'test t::crash ... ignored'; "), "{fixed}");
+        let only_skipped = script(&[part(&["t::crash"], Ignored { run: vec!["t::fixed".into()], skip: vec!["t::crash".into()] })]);
+        assert!(!only_skipped.contains("/t/teardown-1 "), "--exact with no name would run every case: {only_skipped}");
+        assert!(only_skipped.contains("echo 'test t::crash ... ignored'; "), "{only_skipped}");
     }
 
     #[test]
@@ -667,6 +798,7 @@ sockmap-lab: suite binary redirect-0123 exited 134
             accel: "tcg".into(),
             guest: serde_json::json!({"kind": "exited", "code": 0}),
             guest_seconds: 1.0,
+            guests: 1,
             cases,
             listed: 0,
             suite_started: true,

@@ -138,18 +138,20 @@ fn a_mutant_kernel_fails_the_suite_naming_the_case_and_the_difference() {
 }
 
 #[test]
-fn a_case_that_crashes_its_test_binary_fails_the_run_and_the_rest_count_as_not_run() {
+fn a_case_that_crashes_its_test_binary_fails_the_run_and_the_rest_of_its_guest_count_as_not_run() {
     let _g = guard();
     let lab = Lab::real();
     // The test-only switch makes the 1 KiB case abort(): the binary dies mid-suite, as on a SIGSEGV.
-    let out = lab.run(&["test", "debian-6.12", "tx_to_rx::map_1_Sockmap::family_1_Ipv4::", "--abort-case", "over_ipv4_1kib"]);
+    // Two guests are dealt the five cases in listing order: the 1st, 3rd and 5th to the first,
+    // the 1 KiB and the 4th to the second, whose 4th never starts.
+    let out = lab.run(&["test", "debian-6.12", "tx_to_rx::map_1_Sockmap::family_1_Ipv4::", "--abort-case", "over_ipv4_1kib", "--guests", "2"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(1), "{msg}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok           tx_to_rx_via_sockmap_over_ipv4_1b"), "the case before it ran: {msg}");
+    assert!(stdout.contains("ok           tx_to_rx_via_sockmap_over_ipv4_1b"), "the other guest's cases ran: {msg}");
     assert!(stdout.contains("CRASHED      tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_2_OneKib"), "{msg}");
-    assert!(stdout.contains("NOT RUN: 3 listed case(s) never started"), "{msg}");
-    assert!(stdout.contains("1 of 5 listed cases have a verdict"), "{msg}");
+    assert!(stdout.contains("NOT RUN: 1 listed case(s) never started (first: tx_to_rx::map_1_Sockmap::family_1_Ipv4::payload_4"), "{msg}");
+    assert!(stdout.contains("3 of 5 listed cases have a verdict") && stdout.contains("2 guests side by side"), "{msg}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn rows() -> Vec<Row> {
         accel: "tcg".into(),
         guest: serde_json::json!({"kind": "exited", "code": 1}),
         guest_seconds: 77.5,
+        guests: 1,
         cases: vec![
             case("tx_to_rx_via_sockmap_over_ipv4_1b", Status::Passed, None),
             case("tx_to_tx_via_sockmap_over_udp_1b", Status::Unsupported, None),

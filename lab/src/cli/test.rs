@@ -22,6 +22,10 @@ pub struct Args {
     /// stopped sooner: that is a stuck case).
     #[arg(long, default_value_t = 3600, env = "LAB_TIMEOUT")]
     timeout: u64,
+    /// Deal the cases to this many guests of the kernel, side by side (default: one per core, at
+    /// most 4). Each guest is a kernel of its own, so every case's checks stay exact.
+    #[arg(long, env = "LAB_GUESTS")]
+    guests: Option<usize>,
     /// Test-only: the case whose name contains this aborts its test binary mid-suite, to show
     /// how the lab reports a suite that died.
     #[arg(long, hide = true)]
@@ -45,7 +49,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let exes = suite::build_binaries(&project)?;
     let cfg = ctx.vm_config(&def.name, &built.entry.kernel_image(), args.timeout)?;
     let review = args.review;
-    let opts = suite::SuiteOptions { filter: args.filter, review, abort_case: args.abort_case, judge_as: args.judge_as, results: None };
+    let guests = args.guests.unwrap_or_else(|| super::default_jobs().min(4));
+    let opts = suite::SuiteOptions { filter: args.filter, review, abort_case: args.abort_case, judge_as: args.judge_as, results: None, guests };
     let run = suite::run(&def, &built.entry, &project, &exes, cfg, &opts)?;
     // The same per-kernel outputs the matrix writes, so a CI job per kernel can publish them.
     super::publish_suite_run(&run)?;

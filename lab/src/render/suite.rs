@@ -37,11 +37,12 @@ pub fn summary(report: &RunReport) -> String {
         out.push_str(&format!("\nretried: the first boot was thrown away ({why})\n"));
     }
     out.push_str(&format!(
-        "\n{} on {} ({}), suite ran {:.0}s in the guest; {} of {} listed cases have a verdict\n",
+        "\n{} on {} ({}), suite ran {:.0}s in {}; {} of {} listed cases have a verdict\n",
         report.kernel,
         report.release,
         report.accel,
         report.guest_seconds,
+        if report.guests > 1 { format!("{} guests side by side", report.guests) } else { "the guest".to_string() },
         report.with_verdict(),
         report.listed,
     ));
