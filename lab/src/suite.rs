@@ -164,6 +164,7 @@ pub fn run(def: &Definition, entry: &Entry, project: &Path, exes: &[PathBuf], mu
     for (shard, guest) in plan.iter().zip(&guests) {
         read.add(shard, guest, &listed, &results, plan.len());
     }
+    read.in_listing_order(&listed);
     read.cases.extend(kmemleak_case(&results, plan.len()));
     findings::annotate(&mut read.cases, &findings, &kernel, &project.join("snapshots"));
     let (guest, worst) = shards::merge(guests);
@@ -226,6 +227,9 @@ fn run_guests(def: &Definition, entry: &Entry, plan: &[Shard], results: &Path, p
 /// What the guests of a run established, read one guest at a time.
 #[derive(Default)]
 struct Verdicts {
+    /// By libtest name, in the order the guests reported them.
+    named: Vec<(String, CaseResult)>,
+    /// In listing order, once every guest is read.
     cases: Vec<CaseResult>,
     problems: Vec<String>,
     started: bool,
@@ -239,10 +243,20 @@ impl Verdicts {
         let cases = collect_verdicts(&output, results, &shard.cases(listed));
         let ran: Vec<PathBuf> = shard.parts.iter().filter(|p| binary_args(p).0.is_some()).map(|p| p.exe.clone()).collect();
         let who = if of == 1 { String::new() } else { format!("guest {} of {of}: ", shard.index + 1) };
-        self.problems.extend(run_problems(&output, &ran, &cases).into_iter().map(|p| format!("{who}{p}")));
+        let plain: Vec<CaseResult> = cases.iter().map(|(_, c)| c.clone()).collect();
+        self.problems.extend(run_problems(&output, &ran, &plain).into_iter().map(|p| format!("{who}{p}")));
         self.started |= suite_started(&output);
         self.from_console |= from_console;
-        self.cases.extend(cases);
+        self.named.extend(cases);
+    }
+
+    /// The cases in the order the binaries list them, whichever guest ran each, so that runs with
+    /// any number of guests read alike.
+    fn in_listing_order(&mut self, listed: &[(PathBuf, Vec<String>)]) {
+        let order: std::collections::HashMap<&str, usize> = listed.iter().flat_map(|(_, c)| c).enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let mut named = std::mem::take(&mut self.named);
+        named.sort_by_key(|(test, _)| order.get(test.as_str()).copied().unwrap_or(usize::MAX));
+        self.cases = named.into_iter().map(|(_, c)| c).collect();
     }
 }
 
@@ -565,13 +579,14 @@ fn kmemleak_case(results: &Path, guests: usize) -> Option<CaseResult> {
 /// Merge libtest's verdicts with the result files the cases wrote into `results`, and account for
 /// every `listed` case: one without a verdict crashed (the one that was running) or was not run.
 pub fn collect(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResult> {
-    let mut cases = collect_verdicts(output, results, listed);
+    let mut cases: Vec<CaseResult> = collect_verdicts(output, results, listed).into_iter().map(|(_, c)| c).collect();
     cases.extend(kmemleak_case(results, 1));
     cases
 }
 
 /// [`collect`] without kmemleak's pseudo-case: one guest's cases.
-fn collect_verdicts(output: &str, results: &Path, listed: &[String]) -> Vec<CaseResult> {
+/// Each case with its libtest name.
+fn collect_verdicts(output: &str, results: &Path, listed: &[String]) -> Vec<(String, CaseResult)> {
     let mut records = result_files(results);
     let mut verdicts = parse_libtest(output);
     let running = running_case(output, &verdicts);
@@ -594,10 +609,10 @@ fn collect_verdicts(output: &str, results: &Path, listed: &[String]) -> Vec<Case
                 status = Status::Unsupported;
             }
             // The case's own name (what its snapshot is called) reads better than rstest's.
-            let name = record.as_ref().and_then(|r| r["case"].as_str()).map(str::to_string).unwrap_or(test);
+            let name = record.as_ref().and_then(|r| r["case"].as_str()).map(str::to_string).unwrap_or_else(|| test.clone());
             let snapshot = record.as_ref().and_then(|r| r["snapshot"].as_str()).map(str::to_string);
             let observation = record.and_then(|r| r.get("observation").cloned());
-            CaseResult { path: path_of(&name), name, status, observation, failure, snapshot, finding: None }
+            (test, CaseResult { path: path_of(&name), name, status, observation, failure, snapshot, finding: None })
         })
         .collect()
 }
@@ -670,6 +685,18 @@ test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         let case = kmemleak_case(dir.path(), 2).unwrap();
         assert_eq!(case.status, Status::Failed);
         assert!(case.failure.unwrap().contains("1 unreferenced objects after the suite:\n=== guest 1 of 2 ===\n\n=== guest 2 of 2 ==="));
+    }
+
+    #[test]
+    fn the_cases_of_several_guests_read_in_listing_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = vec![(PathBuf::from("/t/r"), ["r::a", "r::b", "r::c"].map(String::from).to_vec())];
+        let mut read = Verdicts::default();
+        read.named.extend(collect_verdicts("test r::b ... ok\n", dir.path(), &["r::b".to_string()]));
+        read.named.extend(collect_verdicts("test r::a ... ok\ntest r::c ... FAILED\n", dir.path(), &["r::a".to_string(), "r::c".to_string()]));
+        read.in_listing_order(&listed);
+        let got: Vec<(&str, Status)> = read.cases.iter().map(|c| (c.name.as_str(), c.status)).collect();
+        assert_eq!(got, [("r::a", Status::Passed), ("r::b", Status::Passed), ("r::c", Status::Failed)]);
     }
 
     #[test]
