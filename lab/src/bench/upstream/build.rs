@@ -103,6 +103,8 @@ fn prepared_source(resolved: &source::ResolvedSource, cache: &Cache, kernel: &st
     let slug: String = resolved.identity.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
     let tag = KeyHasher::default().part("recipe", RECIPE.as_bytes()).part("source", resolved.identity.as_bytes()).finish();
     let dir = cache.path("selftests/src").join(format!("{slug}-bench-{}", &tag[..12]));
+    // On a new machine nothing has made the folder yet, and the lock file goes beside the tree.
+    std::fs::create_dir_all(cache.path("selftests/src"))?;
     let _lock = cache::lock(&dir.with_extension("lock"))?;
     if !dir.join(".lab-ready").is_file() {
         if dir.exists() {
