@@ -56,10 +56,6 @@ impl Shard {
             })
             .collect()
     }
-
-    pub fn exes(&self) -> Vec<PathBuf> {
-        self.parts.iter().map(|p| p.exe.clone()).collect()
-    }
 }
 
 /// Deal the `listed` cases of each binary (with its [`Ignored`]) to `guests` guests. One guest, or
