@@ -144,21 +144,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&latest).unwrap(), "second");
         // A reader polling while the link is switched back and forth always finds a whole run.
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
-                let mut reads = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let text = std::fs::read_to_string(&latest).expect("latest is always a run");
                     assert!(text == "first" || text == "second", "{text}");
-                    reads += 1;
+                    reads.fetch_add(1, Ordering::Relaxed);
                 }
-                reads
             });
-            for i in 0..200 {
+            // On a busy host the reader may not run before 200 switches are over: switch until it has
+            // read meanwhile, and always as "second" last.
+            let mut i = 0;
+            while i < 200 || reads.load(Ordering::Relaxed) == 0 || i % 2 == 1 {
                 if i % 2 == 0 { &first } else { &second }.publish().unwrap();
+                i += 1;
             }
             stop.store(true, Ordering::Relaxed);
-            assert!(reader.join().unwrap() > 0);
+            reader.join().unwrap();
+            assert!(reads.load(Ordering::Relaxed) > 0);
         });
         assert_eq!(std::fs::read_to_string(&latest).unwrap(), "second");
         assert_eq!(std::fs::read_link(group.join(LATEST)).unwrap(), Path::new("runs").join(&second.id));

@@ -29,6 +29,9 @@ const CORK: u32 = 4097;
 /// What each of two concurrent senders sends on A, in turn, TWO_SENDERS_ROUNDS times.
 const TWO_SENDERS: [usize; 4] = [16 * 1024, 1024, 8 * 1024, 1024];
 const TWO_SENDERS_ROUNDS: usize = 16;
+/// What each of two senders sharing one cork sends, in turn, SHARED_CORK_ROUNDS times.
+const SHARED_CORK: [usize; 2] = [1024, 16 * 1024];
+const SHARED_CORK_ROUNDS: usize = 32;
 /// What the splice-out cases send: a few skbs' worth.
 const SPLICED: usize = 16 * 1024;
 
@@ -129,6 +132,30 @@ fn sending_from_two_threads_into_a_cork_tx_to_rx() {
 #[ignore = "oopses 7.3.4 in kfree() from tcp_bpf_sendmsg(): finding tcp-bpf-concurrent-cork-frees-the-stack-msg"]
 fn sending_from_two_threads_into_a_cork_tx_to_tx() {
     from_two_threads_into_a_cork(TxToTx);
+}
+
+/// Two senders whose every 1 KiB send corks and every 16 KiB send fills the cork: the cork holds
+/// both threads' bytes when one of them takes it for a redirect and lets go of A's lock. The other
+/// thread's next 16 KiB goes on past the cork, and must not reach the receiver ahead of its own
+/// 1 KiB that the cork still carries.
+fn from_two_threads_through_a_shared_cork(path: Path) {
+    let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
+    sending_case(path, "two_threads_share_a_cork_with_apply_bytes", cork, |rig| {
+        let messages = SHARED_CORK.repeat(SHARED_CORK_ROUNDS);
+        rig.send_from_two_threads(Role::A, path.receiver(), &messages, CORK_CHUNK);
+    });
+}
+
+#[rstest]
+#[ignore = "oopses 7.3.4 in kfree() from tcp_bpf_sendmsg(): finding tcp-bpf-concurrent-cork-frees-the-stack-msg"]
+fn sending_from_two_threads_through_a_shared_cork_tx_to_rx() {
+    from_two_threads_through_a_shared_cork(TxToRx);
+}
+
+#[rstest]
+#[ignore = "oopses 7.3.4 in kfree() from tcp_bpf_sendmsg(): finding tcp-bpf-concurrent-cork-frees-the-stack-msg"]
+fn sending_from_two_threads_through_a_shared_cork_tx_to_tx() {
+    from_two_threads_through_a_shared_cork(TxToTx);
 }
 
 /// By send(): 6.12.118 and 7.3.4 lose and corrupt bytes every send accepted (finding
