@@ -115,10 +115,16 @@ fn into_a_cork(path: Path, call: SendCall, what: &str) {
 /// in kfree() called from tcp_bpf_sendmsg() (finding tcp-bpf-concurrent-cork-frees-the-stack-msg),
 /// which ends the suite's guest: the cases run only where the finding is fixed.
 fn from_two_threads_into_a_cork(path: Path) {
+    let messages = TWO_SENDERS.repeat(TWO_SENDERS_ROUNDS);
+    two_threads_into_a_cork(path, "two_threads_send_into_a_cork_with_apply_bytes", &messages);
+}
+
+/// Two threads send `messages` each on A at once, into a cork that takes the verdict 4097 bytes at
+/// a time; then CORK_CHUNK more bytes without the cork push out what a cork still holds.
+fn two_threads_into_a_cork(path: Path, what: &str, messages: &[usize]) {
     let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
-    sending_case(path, "two_threads_send_into_a_cork_with_apply_bytes", cork, |rig| {
-        let messages = TWO_SENDERS.repeat(TWO_SENDERS_ROUNDS);
-        rig.send_from_two_threads(Role::A, path.receiver(), &messages, CORK_CHUNK);
+    sending_case(path, what, cork, |rig| {
+        rig.send_from_two_threads(Role::A, path.receiver(), messages, CORK_CHUNK);
     });
 }
 
@@ -139,11 +145,8 @@ fn sending_from_two_threads_into_a_cork_tx_to_tx() {
 /// thread's next 16 KiB goes on past the cork, and must not reach the receiver ahead of its own
 /// 1 KiB that the cork still carries.
 fn from_two_threads_through_a_shared_cork(path: Path) {
-    let cork = |c: Config| Config { cork_bytes: CORK, apply_bytes: CORK, ..c };
-    sending_case(path, "two_threads_share_a_cork_with_apply_bytes", cork, |rig| {
-        let messages = SHARED_CORK.repeat(SHARED_CORK_ROUNDS);
-        rig.send_from_two_threads(Role::A, path.receiver(), &messages, CORK_CHUNK);
-    });
+    let messages = SHARED_CORK.repeat(SHARED_CORK_ROUNDS);
+    two_threads_into_a_cork(path, "two_threads_share_a_cork_with_apply_bytes", &messages);
 }
 
 #[rstest]
